@@ -1,0 +1,181 @@
+"""The array layer: which array module runs the math (NumPy or CuPy), moving arrays, RNG, dtypes.
+
+Everything that differs between NumPy and CuPy lives here, so the ops above can be written once:
+
+* ``get_array_module(*arrays)`` returns the module of the given arrays (the CuPy idiom), so an
+  op runs on whatever device its inputs live on.
+* ``set_backend("numpy" | "cupy")`` (or ``NANOTF_BACKEND``) chooses where *new* arrays go:
+  parameters, random numbers, ``asarray``. Nothing is swapped at import time.
+* ``to_numpy`` / ``asarray`` are the only ways arrays move between host and device.
+* ``rng()`` is the one seeded generator of the current backend; ``manual_seed`` reseeds it.
+* ``scatter_add`` and ``erf`` are the few operations whose spelling differs between backends.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "BackendUnavailableError",
+    "asarray",
+    "default_dtype",
+    "get_array_module",
+    "get_backend",
+    "manual_seed",
+    "rng",
+    "scatter_add",
+    "set_backend",
+    "set_default_dtype",
+    "to_numpy",
+    "xp",
+]
+
+BACKENDS = ("numpy", "cupy")
+
+
+class BackendUnavailableError(RuntimeError):
+    """Raised when the requested backend cannot run on this machine (e.g. no CuPy, no GPU)."""
+
+
+_state: dict[str, Any] = {
+    "name": "numpy",
+    "xp": np,
+    "dtype": np.dtype(np.float32),
+    "seed": 0,
+    "rng": np.random.default_rng(0),
+}
+
+
+def _import_cupy() -> ModuleType:
+    """Import CuPy and make sure a CUDA device is usable; one clear error otherwise."""
+    try:
+        import cupy  # type: ignore[import-not-found]
+    except ImportError as err:
+        raise BackendUnavailableError(
+            "backend 'cupy' needs the CuPy package, which is not installed "
+            "(pip install 'nanotf[gpu]' on a machine with an NVIDIA GPU and CUDA 12)"
+        ) from err
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as err:  # CUDA driver missing or broken
+        raise BackendUnavailableError(
+            f"backend 'cupy': CuPy is installed but no CUDA device can be used ({err})"
+        ) from err
+    if count < 1:
+        raise BackendUnavailableError("backend 'cupy': CuPy is installed but found no GPU")
+    return cupy
+
+
+def set_backend(name: str) -> None:
+    """Choose where new arrays are made: ``"numpy"`` (CPU, default) or ``"cupy"`` (GPU)."""
+    if not isinstance(name, str) or name.lower() not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}: expected one of {', '.join(BACKENDS)}")
+    name = name.lower()
+    module = np if name == "numpy" else _import_cupy()
+    _state["name"] = name
+    _state["xp"] = module
+    _state["rng"] = module.random.default_rng(_state["seed"])
+
+
+def get_backend() -> str:
+    """Name of the current backend, ``"numpy"`` or ``"cupy"``."""
+    return _state["name"]
+
+
+def xp() -> ModuleType:
+    """The array module of the current backend (``numpy`` or ``cupy``)."""
+    return _state["xp"]
+
+
+def get_array_module(*arrays: Any) -> Any:
+    """The array module the given arrays live in: ``cupy`` if any is a CuPy array, else ``numpy``.
+
+    Arrays may also bring their own module through ``__array_namespace_nanotf__`` (the CPU
+    stand-in for CuPy in ``nanotf.testing.strict`` does), so ops never name NumPy directly.
+    """
+    for a in arrays:
+        ns = getattr(type(a), "__array_namespace_nanotf__", None)
+        if ns is not None:
+            return ns()
+        mod = type(a).__module__
+        if mod.startswith("cupy"):
+            import cupy  # type: ignore[import-not-found]
+
+            return cupy
+    return np
+
+
+def default_dtype() -> np.dtype:
+    """The floating dtype new parameters get (float32 unless changed)."""
+    return _state["dtype"]
+
+
+def set_default_dtype(dtype: Any) -> None:
+    """Set the dtype of new parameters: ``float32`` (training) or ``float64`` (gradient checks)."""
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"default dtype must be float32 or float64, got {dt}")
+    _state["dtype"] = dt
+
+
+def manual_seed(seed: int) -> None:
+    """Reseed the generator of the current backend (every run with the same seed repeats)."""
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    _state["seed"] = int(seed)
+    _state["rng"] = _state["xp"].random.default_rng(int(seed))
+
+
+def rng() -> Any:
+    """The seeded random generator of the current backend (``numpy.random.Generator`` or CuPy's)."""
+    return _state["rng"]
+
+
+def to_numpy(a: Any) -> np.ndarray:
+    """Copy an array to the host as a NumPy array (a NumPy array is returned as is)."""
+    if isinstance(a, np.ndarray):
+        return a
+    if hasattr(a, "get"):  # CuPy arrays and the CPU stand-in
+        return a.get()
+    if np.isscalar(a):
+        return np.asarray(a)
+    raise TypeError(f"to_numpy expects a NumPy or CuPy array, got {type(a).__name__}")
+
+
+def asarray(a: Any, dtype: Any = None) -> Any:
+    """Put ``a`` on the current backend's device (no copy when it is already there)."""
+    return _state["xp"].asarray(a, dtype=dtype)
+
+
+def scatter_add(target: Any, indices: Any, values: Any) -> None:
+    """``target[indices] += values`` where repeated indices add up (``np.add.at`` on NumPy)."""
+    xp_ = get_array_module(target)
+    if xp_ is np:
+        np.add.at(target, indices, values)
+    elif hasattr(xp_, "scatter_add"):  # the CPU stand-in spells it like cupyx
+        xp_.scatter_add(target, indices, values)
+    else:
+        import cupyx  # type: ignore[import-not-found]
+
+        cupyx.scatter_add(target, indices, values)
+
+
+def erf(x: Any) -> Any:
+    """The error function, elementwise, on either backend (NumPy has none of its own)."""
+    xp_ = get_array_module(x)
+    if getattr(xp_, "__name__", "") != "cupy":
+        from .functional._erf import erf as _np_erf
+
+        return _np_erf(x)
+    import cupyx.scipy.special  # type: ignore[import-not-found]
+
+    return cupyx.scipy.special.erf(x)
+
+
+_env = os.environ.get("NANOTF_BACKEND")
+if _env:
+    set_backend(_env)

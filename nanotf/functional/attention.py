@@ -1,0 +1,131 @@
+"""Scaled dot-product attention with masks, and the multi-head split and merge.
+
+Masks are boolean and mean "may attend" (True) as in ``torch.nn.functional.
+scaled_dot_product_attention``: a key-padding mask of shape (B, Tk) becomes (B, 1, 1, Tk) with
+``padding_mask``, a causal mask is ``causal=True``. Masked scores are replaced by the dtype's most
+negative value before the softmax, and the probabilities are multiplied by the mask afterwards,
+so a query that may attend to nothing gets all-zero weights (never NaN).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..backend import get_array_module
+from ._checks import broadcast_shape, check_float, check_ndim, check_same_dtype
+from .dropout import dropout_backward, dropout_forward
+
+
+def split_heads(x: Any, n_heads: int) -> Any:
+    """(B, T, C) -> (B, H, T, C/H), made contiguous once so the batched GEMMs run fast.
+
+    Its backward is ``merge_heads`` (a split is a reshape and a transpose, nothing else).
+    """
+    check_ndim("split_heads input", x, 3)
+    b, t, c = x.shape
+    if n_heads < 1 or c % n_heads:
+        raise ValueError(f"model width {c} is not divisible by the number of heads {n_heads}")
+    xp = get_array_module(x)
+    return xp.ascontiguousarray(x.reshape(b, t, n_heads, c // n_heads).transpose(0, 2, 1, 3))
+
+
+def merge_heads(x: Any) -> Any:
+    """(B, H, T, D) -> (B, T, H·D), contiguous. Its backward is ``split_heads``."""
+    check_ndim("merge_heads input", x, 4)
+    b, h, t, d = x.shape
+    xp = get_array_module(x)
+    return xp.ascontiguousarray(x.transpose(0, 2, 1, 3)).reshape(b, t, h * d)
+
+
+def padding_mask(keep: Any) -> Any:
+    """Key-padding mask (B, Tk), True (or 1) for real tokens -> boolean (B, 1, 1, Tk)."""
+    check_ndim("padding mask", keep, 2)
+    return (keep != 0)[:, None, None, :]
+
+
+def causal_mask(t_q: int, t_k: int | None = None, xp: Any = None) -> Any:
+    """(Tq, Tk) boolean, True on and below the diagonal: query i sees keys 0..i."""
+    if xp is None:
+        import numpy as xp
+    t_k = t_q if t_k is None else t_k
+    return xp.tril(xp.ones((t_q, t_k), dtype=bool), k=t_k - t_q)
+
+
+def attention_forward(
+    q: Any,
+    k: Any,
+    v: Any,
+    mask: Any = None,
+    causal: bool = False,
+    dropout_p: float = 0.0,
+    training: bool = False,
+    rng: Any = None,
+    scale: float | None = None,
+) -> tuple[Any, tuple]:
+    """``out = dropout(softmax(q kᵀ · scale + mask)) v`` per batch and head.
+
+    q: (B, H, Tq, D), k: (B, H, Tk, D), v: (B, H, Tk, Dv); ``mask`` boolean, broadcastable to
+    (B, H, Tq, Tk), True where a query may attend; ``causal`` adds the lower-triangular mask.
+    ``scale`` defaults to 1/√D. Returns ``out: (B, H, Tq, Dv)`` and a cache holding the scores
+    and the attention probabilities (before dropout) for plotting.
+    """
+    for name, a in (("q", q), ("k", k), ("v", v)):
+        check_float(f"attention {name}", a)
+        check_ndim(f"attention {name}", a, 4)
+    check_same_dtype(q=q, k=k, v=v)
+    b, h, t_q, d = q.shape
+    t_k = k.shape[2]
+    if k.shape[:2] != q.shape[:2] or k.shape[3] != d or v.shape[:3] != k.shape[:3]:
+        raise ValueError(
+            "attention expects q (B, H, Tq, D), k (B, H, Tk, D), v (B, H, Tk, Dv), got "
+            f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    xp = get_array_module(q)
+    allowed = None
+    if mask is not None:
+        if not hasattr(mask, "dtype") or mask.dtype != bool:
+            given = getattr(mask, "dtype", type(mask).__name__)
+            raise TypeError(f"attention mask must be a boolean array (True = attend), got {given}")
+        full = (b, h, t_q, t_k)
+        if mask.ndim > 4 or broadcast_shape(tuple(mask.shape), full) != full:
+            raise ValueError(
+                f"attention mask of shape {tuple(mask.shape)} does not broadcast to the scores "
+                f"(B, H, Tq, Tk) = {full}; a key-padding mask (B, Tk) needs padding_mask()"
+            )
+        allowed = mask
+    if causal:
+        tri = causal_mask(t_q, t_k, xp)
+        allowed = tri if allowed is None else allowed & tri
+    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+
+    scores = q @ k.swapaxes(-1, -2)  # (B, H, Tq, Tk)
+    scores *= scale
+    if allowed is not None:
+        scores = xp.where(allowed, scores, xp.finfo(scores.dtype).min)
+    probs = scores - scores.max(axis=-1, keepdims=True)  # softmax, max subtracted
+    xp.exp(probs, out=probs)
+    probs /= probs.sum(axis=-1, keepdims=True)
+    if allowed is not None:
+        probs *= allowed  # a fully masked row becomes zeros, not a uniform row
+    dropped, drop_cache = dropout_forward(probs, dropout_p, training, rng=rng)
+    out = dropped @ v  # (B, H, Tq, Dv)
+    return out, (q, k, v, scores, probs, dropped, drop_cache, scale)
+
+
+def attention_backward(dout: Any, cache: tuple) -> tuple[Any, Any, Any]:
+    """Gradients of attention, the forward run in reverse.
+
+    dV = P̃ᵀ dout (P̃: probabilities after dropout),  dP̃ = dout Vᵀ,  dP = dropout'(dP̃),
+    dS = P ⊙ (dP - Σ_j dP_j P_j) (softmax),  dQ = dS K · scale,  dK = dSᵀ Q · scale.
+    Masked entries have P = 0, so they get no gradient.
+    """
+    q, k, v, _scores, probs, dropped, drop_cache, scale = cache
+    dv = dropped.swapaxes(-1, -2) @ dout  # (B, H, Tk, Dv)
+    dprobs = dropout_backward(dout @ v.swapaxes(-1, -2), drop_cache)  # (B, H, Tq, Tk)
+    dscores = dprobs * probs
+    dscores -= probs * dscores.sum(axis=-1, keepdims=True)
+    dscores *= scale
+    dq = dscores @ k  # (B, H, Tq, D)
+    dk = dscores.swapaxes(-1, -2) @ q  # (B, H, Tk, D)
+    return dq, dk, dv

@@ -1,0 +1,42 @@
+"""Embedding lookup: ``out[..., :] = W[ids[...], :]``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backend import get_array_module, scatter_add
+from ._checks import check_float, check_int_ids, check_ndim
+
+
+def embedding_forward(ids: Any, weight: Any, padding_idx: int | None = None) -> tuple[Any, tuple]:
+    """Look rows of ``weight`` up by integer ``ids``.
+
+    ids: (...) integers in [0, V), weight: (V, C). Returns ``out: (..., C)`` and the cache
+    ``(ids, V, padding_idx)``. ``padding_idx`` (as in PyTorch) only affects the backward: that
+    row gets no gradient.
+    """
+    check_float("embedding weight", weight)
+    check_ndim("embedding weight", weight, 2)
+    n_vocab = weight.shape[0]
+    check_int_ids("token ids", ids, n_vocab)
+    if padding_idx is not None and not -n_vocab <= padding_idx < n_vocab:
+        raise IndexError(f"padding_idx must lie in [-{n_vocab}, {n_vocab}), got {padding_idx}")
+    if padding_idx is not None and padding_idx < 0:
+        padding_idx += n_vocab
+    return weight[ids], (ids, n_vocab, padding_idx)
+
+
+def embedding_backward(dout: Any, cache: tuple) -> Any:
+    """Gradient of the lookup: ``dW[v] = Σ_{positions p with ids[p] = v} dout[p]``.
+
+    Repeated ids add up (a scatter-add), and the ``padding_idx`` row stays zero.
+    Returns ``dW: (V, C)``.
+    """
+    ids, n_vocab, padding_idx = cache
+    xp = get_array_module(dout)
+    n_dim = dout.shape[-1]
+    dweight = xp.zeros((n_vocab, n_dim), dtype=dout.dtype)
+    scatter_add(dweight, ids.reshape(-1), dout.reshape(-1, n_dim))
+    if padding_idx is not None:
+        dweight[padding_idx] = 0
+    return dweight

@@ -1,0 +1,55 @@
+"""Layer normalisation over the last dimension, with a learned scale and shift (biased variance)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backend import get_array_module
+from ._checks import check_float, check_same_dtype
+
+
+def layernorm_forward(x: Any, gamma: Any, beta: Any, eps: float = 1e-5) -> tuple[Any, tuple]:
+    """``out = (x - μ) / √(σ² + eps) · γ + β``, μ and σ² over the last dimension.
+
+    x: (..., C), gamma and beta: (C,). The cache keeps the normalised input ``x̂`` and
+    ``rstd = 1 / √(σ² + eps)`` (both are worth plotting) and γ.
+    """
+    check_float("layernorm input", x)
+    check_same_dtype(x=x, gamma=gamma, beta=beta)
+    n = x.shape[-1]
+    if tuple(gamma.shape) != (n,) or tuple(beta.shape) != (n,):
+        raise ValueError(
+            f"layernorm: gamma and beta must have shape ({n},) to match x {tuple(x.shape)}, "
+            f"got {tuple(gamma.shape)} and {tuple(beta.shape)}"
+        )
+    xp = get_array_module(x)
+    mean = x.mean(axis=-1, keepdims=True)  # (..., 1)
+    xhat = x - mean  # (..., C)
+    var = (xhat * xhat).mean(axis=-1, keepdims=True)  # biased, as torch
+    var += eps
+    rstd = xp.sqrt(var, out=var)
+    xp.divide(1.0, rstd, out=rstd)  # (..., 1)
+    xhat *= rstd
+    out = xhat * gamma
+    out += beta
+    return out, (xhat, rstd, gamma)
+
+
+def layernorm_backward(dout: Any, cache: tuple) -> tuple[Any, Any, Any]:
+    """Gradients of LayerNorm.
+
+    dγ = Σ dout ⊙ x̂,   dβ = Σ dout   (sums over all leading dims),
+    dx = rstd · (g - mean(g) - x̂ · mean(g ⊙ x̂)),  with g = dout ⊙ γ.
+    """
+    xhat, rstd, gamma = cache
+    n = xhat.shape[-1]
+    dout2 = dout.reshape(-1, n)
+    dgamma = (dout2 * xhat.reshape(-1, n)).sum(axis=0)
+    dbeta = dout2.sum(axis=0)
+    g = dout * gamma  # (..., C)
+    dx = xhat * (g * xhat).mean(axis=-1, keepdims=True)
+    dx += g.mean(axis=-1, keepdims=True)
+    xp = get_array_module(dout)
+    xp.subtract(g, dx, out=dx)
+    dx *= rstd
+    return dx, dgamma, dbeta

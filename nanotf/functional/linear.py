@@ -1,0 +1,47 @@
+"""Linear layer: ``y = x @ W.T + b``, W stored ``(out_features, in_features)`` as in PyTorch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._checks import check_float, check_ndim, check_same_dtype
+
+
+def linear_forward(x: Any, weight: Any, bias: Any = None) -> tuple[Any, tuple]:
+    """``out = x @ W.T + b``.
+
+    x: (..., in_features), weight: (out_features, in_features), bias: (out_features,) or None.
+    Returns ``out: (..., out_features)`` and the cache ``(x, weight, has_bias)``.
+    """
+    check_float("linear input x", x)
+    check_float("linear weight", weight)
+    check_ndim("linear weight", weight, 2)
+    check_same_dtype(x=x, weight=weight, bias=bias)
+    n_out, n_in = weight.shape
+    if x.ndim < 1 or x.shape[-1] != n_in:
+        raise ValueError(
+            f"linear: last dimension of x must be in_features={n_in} (weight shape "
+            f"{tuple(weight.shape)}), got x of shape {tuple(x.shape)}"
+        )
+    if bias is not None and tuple(bias.shape) != (n_out,):
+        raise ValueError(f"linear bias must have shape ({n_out},), got {tuple(bias.shape)}")
+    x2 = x.reshape(-1, n_in)  # (N, in): one 2-D GEMM, not a slow batched dot
+    out = x2 @ weight.T  # (N, out)
+    if bias is not None:
+        out += bias
+    return out.reshape(*x.shape[:-1], n_out), (x, weight, bias is not None)
+
+
+def linear_backward(dout: Any, cache: tuple) -> tuple[Any, Any, Any]:
+    """Gradients of ``out = x @ W.T + b``.
+
+    dx = dout @ W,   dW = doutᵀ @ x (summed over all leading dims),   db = Σ dout.
+    Returns ``(dx, dW, db)``; ``db`` is None when the forward had no bias.
+    """
+    x, weight, has_bias = cache
+    n_out, n_in = weight.shape
+    dout2 = dout.reshape(-1, n_out)  # (N, out)
+    dx = (dout2 @ weight).reshape(x.shape)  # (N, in) -> (..., in)
+    dweight = dout2.T @ x.reshape(-1, n_in)  # (out, N) @ (N, in) = (out, in)
+    dbias = dout2.sum(axis=0) if has_bias else None
+    return dx, dweight, dbias

@@ -1,0 +1,52 @@
+"""Sinusoidal positional encoding of "Attention Is All You Need" (section 3.5)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..backend import get_array_module
+from ._checks import check_float, check_ndim
+
+
+def sinusoidal_encoding(
+    max_len: int, d_model: int, base: float = 10000.0, dtype: Any = np.float32, xp: Any = np
+) -> Any:
+    """The (max_len, d_model) table, vectorised over positions and dimensions.
+
+    PE[pos, 2i] = sin(pos / base^(2i/d)),  PE[pos, 2i+1] = cos(pos / base^(2i/d)).
+    Computed in float64 and cast once to ``dtype``.
+    """
+    if max_len < 1 or d_model < 1:
+        raise ValueError(f"max_len and d_model must be positive, got {max_len} and {d_model}")
+    pos = xp.arange(max_len, dtype=xp.float64)[:, None]  # (L, 1)
+    two_i = xp.arange(0, d_model, 2, dtype=xp.float64)  # (ceil(d/2),)
+    inv_freq = xp.exp(two_i * (-math.log(base) / d_model))  # 1 / base^(2i/d)
+    angles = pos * inv_freq  # (L, ceil(d/2))
+    pe = xp.empty((max_len, d_model), dtype=xp.float64)
+    pe[:, 0::2] = xp.sin(angles)
+    pe[:, 1::2] = xp.cos(angles[:, : d_model // 2])
+    return pe.astype(dtype)
+
+
+def add_positional_forward(x: Any, table: Any, scale: float = 1.0) -> tuple[Any, float]:
+    """``out = x · scale + PE[:T]``; x: (B, T, C). The paper scales embeddings by √d_model."""
+    check_float("positional input", x)
+    check_ndim("positional input", x, 3)
+    t, c = x.shape[1], x.shape[2]
+    if t > table.shape[0] or c != table.shape[1]:
+        raise ValueError(
+            f"positional table is {tuple(table.shape)} (max_len, d_model); input of shape "
+            f"{tuple(x.shape)} needs length <= {table.shape[0]} and width {table.shape[1]}"
+        )
+    xp = get_array_module(x)
+    out = x * scale
+    out += xp.asarray(table[:t], dtype=x.dtype)
+    return out, scale
+
+
+def add_positional_backward(dout: Any, cache: float) -> Any:
+    """The table is a constant, so ``dx = dout · scale``."""
+    return dout * cache

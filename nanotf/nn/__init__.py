@@ -1,0 +1,3 @@
+from .parameter import Parameter
+
+__all__ = ["Parameter"]

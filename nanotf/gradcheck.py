@@ -2,13 +2,14 @@
 
 The analytic gradient of a hand-written backward is compared with a numerical one. For an
 output ``y = f(x)`` and a random upstream gradient ``g`` (so the "loss" is ``L = Σ g ⊙ y``),
-the numerical derivative for each element ``x_i`` uses the five-point central stencil
+the numerical derivative for each element ``x_i`` uses the seven-point central stencil
 
-    ∂L/∂x_i ≈ Σ g ⊙ [8 (f(x + h e_i) - f(x - h e_i)) - (f(x + 2h e_i) - f(x - 2h e_i))] / (12 h),
+    ∂L/∂x_i ≈ Σ g ⊙ [45 Δ₁ - 9 Δ₂ + Δ₃] / (60 h),   Δ_k = f(x + k h e_i) - f(x - k h e_i),
 
-whose error is O(h⁴) instead of O(h²) for the two-point rule: in float64 with h = 1e-3 it agrees
-with a correct backward to about 1e-11 relative. Differences of outputs are taken elementwise
-before they are summed, which keeps round-off small.
+whose error is O(h⁶) instead of O(h²) for the two-point rule: in float64 with h = 1e-3 it agrees
+with a correct backward to about 1e-11 relative, even where the function curves sharply (a
+LayerNorm row of small variance). Differences of outputs are taken elementwise before they are
+summed, which keeps round-off small. Keep inputs 3h away from kinks (ReLU at 0).
 
 The reported error of a gradient ``a`` against the numerical ``n`` is normwise relative:
 ``max |a - n| / max(max |a|, max |n|)``. A wrong backward gives errors near 1.
@@ -26,13 +27,17 @@ from .backend import get_array_module, to_numpy
 __all__ = ["gradcheck", "gradcheck_module", "numerical_gradient", "relative_error"]
 
 
-def relative_error(analytic: Any, numeric: Any) -> float:
-    """Normwise relative error ``max|a - n| / max(max|a|, max|n|)`` (0 when both are zero)."""
+def relative_error(analytic: Any, numeric: Any, floor: float = 0.0) -> float:
+    """Normwise relative error ``max|a - n| / max(max|a|, max|n|, floor)`` (0 if all are 0).
+
+    ``floor`` is the scale below which a gradient counts as zero: a gradient that vanishes
+    exactly (by symmetry) is then judged against that scale, not against its own round-off.
+    """
     a = to_numpy(analytic).astype(np.float64)
     n = to_numpy(numeric).astype(np.float64)
     if a.shape != n.shape:
         raise ValueError(f"gradient shapes differ: analytic {a.shape}, numerical {n.shape}")
-    scale = max(np.abs(a).max(initial=0.0), np.abs(n).max(initial=0.0))
+    scale = max(np.abs(a).max(initial=0.0), np.abs(n).max(initial=0.0), floor)
     if scale == 0.0:
         return 0.0
     return float(np.abs(a - n).max() / scale)
@@ -49,7 +54,7 @@ def _require_float64(name: str, x: Any) -> None:
 def numerical_gradient(
     f: Callable[[], Any], x: Any, dout: Any, eps: float = 1e-3, indices: Iterable[int] | None = None
 ) -> Any:
-    """∂(Σ dout ⊙ f())/∂x by the five-point stencil, perturbing ``x`` in place and restoring it.
+    """∂(Σ dout ⊙ f())/∂x by the seven-point stencil, perturbing ``x`` in place and restoring it.
 
     ``f`` takes no arguments and reads ``x`` (and whatever else) itself. ``indices`` limits the
     check to some flat positions (the others are left 0).
@@ -62,12 +67,12 @@ def numerical_gradient(
     for i in positions:
         orig = float(flat[i])
         outs = []
-        for step in (eps, -eps, 2 * eps, -2 * eps):
+        for step in (eps, -eps, 2 * eps, -2 * eps, 3 * eps, -3 * eps):
             flat[i] = orig + step
             outs.append(xp.asarray(f(), dtype=np.float64))
         flat[i] = orig
-        d1, d2 = outs[0] - outs[1], outs[2] - outs[3]
-        gflat[i] = float(((8.0 * d1 - d2) * dout).sum()) / (12.0 * eps)
+        d1, d2, d3 = outs[0] - outs[1], outs[2] - outs[3], outs[4] - outs[5]
+        gflat[i] = float(((45.0 * d1 - 9.0 * d2 + d3) * dout).sum()) / (60.0 * eps)
     return grad
 
 
@@ -78,7 +83,7 @@ def gradcheck(
     wrt: list[str] | None = None,
     dout: Any = None,
     eps: float = 1e-3,
-    seed: int = 0,
+    seed: int = 12345,
     forward_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Check an op pair ``forward(**inputs, **forward_kwargs) -> (out, cache)`` and
@@ -126,9 +131,10 @@ def gradcheck_module(
     *inputs: Any,
     dout: Any = None,
     eps: float = 1e-3,
-    seed: int = 0,
+    seed: int = 12345,
     max_per_tensor: int | None = None,
     check_inputs: bool = True,
+    zero_floor: float = 1e-3,
     **forward_kwargs: Any,
 ) -> dict[str, float]:
     """Check a module: ``module.forward(*inputs, **kw)`` then ``module.backward(dout)``.
@@ -136,7 +142,9 @@ def gradcheck_module(
     Every parameter (by its dotted name) and every floating input (``input.0``, ...) is
     checked; ``max_per_tensor`` samples that many random elements of each tensor instead of all.
     Parameters must be float64 (``set_default_dtype("float64")`` before building the module).
-    Returns ``{name: relative error}``.
+    Returns ``{name: relative error}``. A gradient that is zero by symmetry (the key bias of
+    attention: adding a constant to every score of a row leaves the softmax unchanged) is judged
+    against ``zero_floor`` times the largest gradient of the module instead of its own round-off.
     """
     params = list(module.named_parameters())
     for name, p in params:
@@ -167,6 +175,7 @@ def gradcheck_module(
     def f() -> Any:
         return module.forward(*inputs, **forward_kwargs)
 
+    largest = max(float(np.abs(to_numpy(g)).max(initial=0.0)) for g, _ in checks.values())
     errors = {}
     for name, (grad, arr) in checks.items():
         idx = None
@@ -176,5 +185,5 @@ def gradcheck_module(
         if idx is not None:
             grad = to_numpy(grad).reshape(-1)[idx]
             num = to_numpy(num).reshape(-1)[idx]
-        errors[name] = relative_error(grad, num)
+        errors[name] = relative_error(grad, num, floor=zero_floor * largest)
     return errors

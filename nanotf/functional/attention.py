@@ -113,18 +113,24 @@ def attention_forward(
     return out, (q, k, v, scores, probs, dropped, drop_cache, scale)
 
 
-def attention_backward(dout: Any, cache: tuple) -> tuple[Any, Any, Any]:
+def attention_backward(
+    dout: Any, cache: tuple, keep: dict[str, Any] | None = None
+) -> tuple[Any, Any, Any]:
     """Gradients of attention, the forward run in reverse.
 
     dV = P̃ᵀ dout (P̃: probabilities after dropout),  dP̃ = dout Vᵀ,  dP = dropout'(dP̃),
     dS = P ⊙ (dP - Σ_j dP_j P_j) (softmax),  dQ = dS K · scale,  dK = dSᵀ Q · scale.
-    Masked entries have P = 0, so they get no gradient.
+    Masked entries have P = 0, so they get no gradient. If ``keep`` is a dict it receives the
+    gradients of the intermediates, ``keep["probs"] = dP`` and ``keep["scores"] = dS``.
     """
     q, k, v, _scores, probs, dropped, drop_cache, scale = cache
     dv = dropped.swapaxes(-1, -2) @ dout  # (B, H, Tk, Dv)
     dprobs = dropout_backward(dout @ v.swapaxes(-1, -2), drop_cache)  # (B, H, Tq, Tk)
     dscores = dprobs * probs
     dscores -= probs * dscores.sum(axis=-1, keepdims=True)
+    if keep is not None:
+        keep["probs"] = dprobs
+        keep["scores"] = dscores.copy()  # before the scale folds in: dL/d(scaled scores)
     dscores *= scale
     dq = dscores @ k  # (B, H, Tq, D)
     dk = dscores.swapaxes(-1, -2) @ q  # (B, H, Tk, D)

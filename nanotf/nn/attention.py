@@ -1,0 +1,119 @@
+"""Multi-head attention: project, split into heads, attend, merge, project back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..functional import attention_backward, attention_forward, merge_heads, split_heads
+from ..functional._checks import broadcast_shape
+from .layers import Linear
+from .module import Module
+
+
+def key_padding_to_mask(key_padding_mask: Any, batch: int, t_k: int) -> Any:
+    """(B, Tk) with True/1 for real tokens -> boolean (B, 1, 1, Tk), shape-checked."""
+    shape = tuple(getattr(key_padding_mask, "shape", ()))
+    if shape != (batch, t_k):
+        raise ValueError(
+            f"key padding mask must have shape (batch, key length) = {(batch, t_k)}, got {shape}"
+        )
+    return (key_padding_mask != 0)[:, None, None, :]
+
+
+class MultiHeadAttention(Module):
+    """Self- or cross-attention with ``n_heads`` heads over a model width ``d_model``.
+
+    ``forward(x, memory=None, key_padding_mask=None, attn_mask=None)``: queries come from
+    ``x: (B, Tq, C)``, keys and values from ``memory: (B, Tk, C)`` (cross-attention) or from ``x``
+    (self-attention). ``key_padding_mask: (B, Tk)`` is True (or 1) for real tokens, as Hugging
+    Face's ``attention_mask`` (note: PyTorch's ``key_padding_mask`` has the opposite meaning).
+    ``attn_mask`` is a boolean broadcastable to (B, H, Tq, Tk), True = may attend; ``causal``
+    (set at construction) adds the look-ahead mask.
+
+    ``names`` are the attribute names of the query, key, value and output projections, so a
+    model can carry its checkpoint's names; an output name of None leaves the output
+    projection out (BERT keeps it in a separate module).
+
+    Saved for inspection: ``scores`` (B, H, Tq, Tk) after scaling and masking, ``probs`` (B, H,
+    Tq, Tk) before dropout, and, after a backward, the gradients of both.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        causal: bool = False,
+        names: tuple[str, str, str, str | None] = ("q_proj", "k_proj", "v_proj", "out_proj"),
+    ) -> None:
+        super().__init__()
+        if n_heads < 1 or d_model % n_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+        self.d_model, self.n_heads, self.dropout, self.causal = d_model, n_heads, dropout, causal
+        self._names = names
+        for name in names[:3]:
+            setattr(self, name, Linear(d_model, d_model, bias=bias))
+        if names[3] is not None:
+            setattr(self, names[3], Linear(d_model, d_model, bias=bias))
+        self._cache: Any = None
+        self._cross = False
+
+    def _proj(self, i: int) -> Linear:
+        return self._modules[self._names[i]]  # type: ignore[return-value]
+
+    def forward(
+        self, x: Any, memory: Any = None, key_padding_mask: Any = None, attn_mask: Any = None
+    ) -> Any:
+        self._cross = memory is not None
+        kv = x if memory is None else memory
+        if x.ndim != 3 or kv.ndim != 3:
+            raise ValueError(
+                f"attention expects (batch, length, {self.d_model}) inputs, got x {tuple(x.shape)}"
+                + ("" if memory is None else f" and memory {tuple(memory.shape)}")
+            )
+        b, t_q, _ = x.shape
+        t_k = kv.shape[1]
+        if kv.shape[0] != b:
+            raise ValueError(f"batch sizes differ: queries have {b}, memory has {kv.shape[0]}")
+        mask = None
+        if key_padding_mask is not None:
+            mask = key_padding_to_mask(key_padding_mask, b, t_k)
+        if attn_mask is not None:
+            full = (b, self.n_heads, t_q, t_k)
+            if broadcast_shape(tuple(attn_mask.shape), full) != full:
+                raise ValueError(
+                    f"attn_mask of shape {tuple(attn_mask.shape)} does not broadcast to "
+                    f"(B, H, Tq, Tk) = {full}"
+                )
+            mask = attn_mask if mask is None else mask & attn_mask
+        h = self.n_heads
+        q = split_heads(self._proj(0).forward(x), h)  # (B, H, Tq, D)
+        k = split_heads(self._proj(1).forward(kv), h)  # (B, H, Tk, D)
+        v = split_heads(self._proj(2).forward(kv), h)  # (B, H, Tk, D)
+        out, self._cache = attention_forward(
+            q, k, v, mask=mask, causal=self.causal, dropout_p=self.dropout, training=self.training
+        )
+        self.save(scores=self._cache[3], probs=self._cache[4])
+        out = merge_heads(out)  # (B, Tq, C)
+        if self._names[3] is not None:
+            out = self._proj(3).forward(out)
+        return out
+
+    def backward(self, dout: Any) -> Any:
+        """Returns dx for self-attention, ``(dx, dmemory)`` for cross-attention."""
+        if self._names[3] is not None:
+            dout = self._proj(3).backward(dout)
+        keep: dict[str, Any] = {}
+        dq, dk, dv = attention_backward(split_heads(dout, self.n_heads), self._cache, keep)
+        self.save_grad(**keep)
+        dx = self._proj(0).backward(merge_heads(dq))
+        dkv = self._proj(1).backward(merge_heads(dk))
+        dkv += self._proj(2).backward(merge_heads(dv))
+        if self._cross:
+            return dx, dkv
+        dx += dkv
+        return dx
+
+    def _extra_repr(self) -> str:
+        return f"d_model={self.d_model}, n_heads={self.n_heads}, causal={self.causal}"

@@ -1,0 +1,204 @@
+"""The basic layers: Linear, Embedding, LayerNorm, Dropout, Activation, PositionalEncoding.
+
+Each layer calls its functional forward, keeps the cache, and in ``backward`` calls the
+functional backward and adds the parameter gradients into ``.grad``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..backend import default_dtype, get_array_module, xp
+from ..functional import (
+    add_positional_backward,
+    add_positional_forward,
+    dropout_backward,
+    dropout_forward,
+    embedding_backward,
+    embedding_forward,
+    gelu_backward,
+    gelu_forward,
+    layernorm_backward,
+    layernorm_forward,
+    linear_backward,
+    linear_forward,
+    relu_backward,
+    relu_forward,
+    sinusoidal_encoding,
+)
+from . import init
+from .module import Module
+from .parameter import Parameter
+
+
+class Linear(Module):
+    """``y = x @ W.T + b``; W: (out_features, in_features) as in PyTorch.
+
+    Initialised as PyTorch does: U(-1/√in, 1/√in) for weight and bias.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = Parameter(init.uniform((out_features, in_features), bound))
+        self.bias = Parameter(init.uniform((out_features,), bound)) if bias else None
+        self._cache: Any = None
+
+    def forward(self, x: Any) -> Any:
+        out, self._cache = linear_forward(x, self.weight.data, self.bias and self.bias.data)
+        return out
+
+    def backward(self, dout: Any) -> Any:
+        dx, dw, db = linear_backward(dout, self._cache)
+        self.accumulate(self.weight, dw)
+        if self.bias is not None:
+            self.accumulate(self.bias, db)
+        return dx
+
+    def _extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
+
+
+class Embedding(Module):
+    """A lookup table (num_embeddings, embedding_dim); ``padding_idx`` row starts at 0 and gets
+    no gradient, as in PyTorch. Initialised N(0, 1) as PyTorch does."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.padding_idx = padding_idx
+        self.weight = Parameter(init.normal((num_embeddings, embedding_dim), 1.0))
+        if padding_idx is not None:
+            self.weight.data[padding_idx] = 0
+        self._cache: Any = None
+
+    def forward(self, ids: Any) -> Any:
+        out, self._cache = embedding_forward(ids, self.weight.data, self.padding_idx)
+        return out
+
+    def backward(self, dout: Any) -> None:
+        """Adds into the table's gradient; token ids have no gradient, so this returns None."""
+        self.accumulate(self.weight, embedding_backward(dout, self._cache))
+        return None
+
+    def _extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, padding_idx={self.padding_idx}"
+
+
+class LayerNorm(Module):
+    """LayerNorm over the last dimension with ``weight`` (γ, ones) and ``bias`` (β, zeros).
+
+    Saves ``xhat`` (the normalised input) and ``rstd`` for inspection.
+    """
+
+    def __init__(self, normalized_shape: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.normalized_shape, self.eps = normalized_shape, eps
+        self.weight = Parameter(init.ones((normalized_shape,)))
+        self.bias = Parameter(init.zeros((normalized_shape,)))
+        self._cache: Any = None
+
+    def forward(self, x: Any) -> Any:
+        out, self._cache = layernorm_forward(x, self.weight.data, self.bias.data, self.eps)
+        self.save(xhat=self._cache[0], rstd=self._cache[1])
+        return out
+
+    def backward(self, dout: Any) -> Any:
+        dx, dgamma, dbeta = layernorm_backward(dout, self._cache)
+        self.accumulate(self.weight, dgamma)
+        self.accumulate(self.bias, dbeta)
+        return dx
+
+    def _extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}"
+
+
+class Dropout(Module):
+    """Inverted dropout; the identity in eval mode. One instance per place it is used: the
+    mask of this forward is what the backward applies."""
+
+    def __init__(self, p: float = 0.1) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+        self.p = p
+        self._cache: Any = None
+
+    def forward(self, x: Any) -> Any:
+        out, self._cache = dropout_forward(x, self.p, self.training)
+        return out
+
+    def backward(self, dout: Any) -> Any:
+        return dropout_backward(dout, self._cache)
+
+    def _extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+ACTIVATIONS = {
+    "relu": "relu",
+    "gelu": "none",  # exact erf form (BERT's "gelu", torch's default)
+    "gelu_new": "tanh",  # tanh approximation (GPT-2's "gelu_new")
+    "gelu_pytorch_tanh": "tanh",
+}
+
+
+class Activation(Module):
+    """An activation by its Hugging Face name: ``relu``, ``gelu`` (exact erf form),
+    ``gelu_new`` / ``gelu_pytorch_tanh`` (tanh approximation)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        if name not in ACTIVATIONS:
+            known = ", ".join(ACTIVATIONS)
+            raise ValueError(f"unknown activation {name!r}: expected one of {known}")
+        self.name = name
+        self._cache: Any = None
+
+    def forward(self, x: Any) -> Any:
+        if self.name == "relu":
+            out, self._cache = relu_forward(x)
+        else:
+            out, self._cache = gelu_forward(x, ACTIVATIONS[self.name])
+        return out
+
+    def backward(self, dout: Any) -> Any:
+        if self.name == "relu":
+            return relu_backward(dout, self._cache)
+        return gelu_backward(dout, self._cache)
+
+    def _extra_repr(self) -> str:
+        return repr(self.name)
+
+
+class PositionalEncoding(Module):
+    """``x · √d_model + PE[:T]`` with the fixed sinusoidal table of the paper (no parameters).
+
+    x: (B, T, d_model) token embeddings. ``scale=False`` leaves out the √d_model factor.
+    """
+
+    def __init__(self, d_model: int, max_len: int = 5000, scale: bool = True) -> None:
+        super().__init__()
+        self.d_model, self.max_len = d_model, max_len
+        self.scale = math.sqrt(d_model) if scale else 1.0
+        self.table = sinusoidal_encoding(max_len, d_model, dtype=default_dtype(), xp=xp())
+        self._cache: Any = None
+
+    def forward(self, x: Any) -> Any:
+        if x.ndim == 3 and x.shape[1] > self.max_len:
+            raise ValueError(
+                f"sequence length {x.shape[1]} exceeds the position table (max_len={self.max_len})"
+            )
+        table = self.table
+        if get_array_module(x) is not get_array_module(table) or table.dtype != x.dtype:
+            table = get_array_module(x).asarray(table, dtype=x.dtype)
+        out, self._cache = add_positional_forward(x, table, self.scale)
+        return out
+
+    def backward(self, dout: Any) -> Any:
+        return add_positional_backward(dout, self._cache)
+
+    def _extra_repr(self) -> str:
+        return f"d_model={self.d_model}, max_len={self.max_len}"

@@ -1,0 +1,215 @@
+"""Module: the base of every layer. It holds parameters and sub-modules, runs ``forward`` (keeping
+what its ``backward`` needs) and ``backward`` (returning the input gradient and adding into each
+``Parameter.grad``).
+
+Every gradient visible: a module ``save``s its named intermediates in the forward (attention
+probabilities, LayerNorm's normalised input, the FFN pre-activation, ...) and the gradients of
+those in the backward. After one forward and backward, read them by dotted name from the top:
+
+    model.intermediate("encoder.layers.0.self_attn.probs")
+    model.intermediate_grad("encoder.layers.0.self_attn.probs")
+    list(model.named_intermediates())   # everything there is to look at
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..backend import get_array_module
+from .parameter import Parameter
+
+
+class Module:
+    """Base class: sub-modules and parameters are registered by attribute assignment."""
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_saved", {})
+        object.__setattr__(self, "_saved_grads", {})
+
+    # -- registration -------------------------------------------------------------------
+    def __setattr__(self, name: str, value: Any) -> None:
+        if "_parameters" not in self.__dict__:
+            raise RuntimeError(f"call Module.__init__() in {type(self).__name__} before assigning")
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        object.__setattr__(self, name, value)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(*args, **kwargs)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} has no forward")
+
+    def backward(self, dout: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} has no backward")
+
+    # -- traversal ----------------------------------------------------------------------
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """This module and every sub-module, depth first, with dotted names."""
+        yield prefix, self
+        for name, child in self._modules.items():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def children(self) -> Iterator[Module]:
+        yield from self._modules.values()
+
+    def _named_parameters_all(self) -> Iterator[tuple[str, Parameter]]:
+        for mod_name, mod in self.named_modules():
+            for name, p in mod._parameters.items():
+                yield (f"{mod_name}.{name}" if mod_name else name), p
+
+    def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
+        """Every parameter once (a tied parameter under its first name), like PyTorch."""
+        seen: set[int] = set()
+        for name, p in self._named_parameters_all():
+            if id(p) not in seen:
+                seen.add(id(p))
+                yield name, p
+
+    def parameters(self) -> list[Parameter]:
+        return [p for _, p in self.named_parameters()]
+
+    def num_parameters(self) -> int:
+        return sum(p.data.size for p in self.parameters())
+
+    # -- state ----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """``{dotted name: array}`` for every parameter, tied ones under each of their names
+        (as Hugging Face's ``state_dict()``). The arrays are the live ones, not copies."""
+        return {name: p.data for name, p in self._named_parameters_all()}
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> dict[str, list[str]]:
+        """Copy arrays into the parameters by name, in place (optimizers keep their references).
+
+        Shapes and dtypes must match exactly. With ``strict`` (default) missing and unexpected
+        keys are an error naming them; otherwise they are returned as
+        ``{"missing_keys": [...], "unexpected_keys": [...]}``. Nothing is written unless every
+        key checks out.
+        """
+        own = dict(self._named_parameters_all())
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if strict and (missing or unexpected):
+            parts = []
+            if missing:
+                parts.append(f"missing keys: {', '.join(missing)}")
+            if unexpected:
+                parts.append(f"unexpected keys: {', '.join(unexpected)}")
+            raise KeyError(f"load_state_dict into {type(self).__name__}: " + "; ".join(parts))
+        errors = []
+        for name, p in own.items():
+            if name not in state:
+                continue
+            value = state[name]
+            shape = tuple(getattr(value, "shape", ()))
+            dtype = getattr(value, "dtype", None)
+            if shape != p.shape:
+                errors.append(f"{name}: expected shape {p.shape}, got {shape}")
+            elif dtype is None or np.dtype(dtype) != p.dtype:
+                errors.append(f"{name}: expected dtype {p.dtype}, got {dtype}")
+        if errors:
+            raise ValueError("load_state_dict: " + "; ".join(errors))
+        for name, p in own.items():
+            if name in state:
+                xp = get_array_module(p.data)
+                p.data[...] = xp.asarray(state[name])
+        return {"missing_keys": missing, "unexpected_keys": unexpected}
+
+    def train(self, mode: bool = True) -> Module:
+        """Training mode (dropout on) for this module and all below it."""
+        for _, m in self.named_modules():
+            object.__setattr__(m, "training", mode)
+        return self
+
+    def eval(self) -> Module:
+        """Evaluation mode: dropout is the identity."""
+        return self.train(False)
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.zero_grad()
+
+    def accumulate(self, param: Parameter, grad: Any) -> None:
+        """``param.grad += grad`` (backward passes add, so shared parameters sum up)."""
+        if grad is not None:
+            param.grad += grad
+
+    # -- every gradient visible ------------------------------------------------------------
+    def save(self, **arrays: Any) -> None:
+        """Keep named intermediates of this forward (references, not copies)."""
+        self._saved.update(arrays)
+
+    def save_grad(self, **arrays: Any) -> None:
+        """Keep the gradients of named intermediates computed in this backward."""
+        self._saved_grads.update(arrays)
+
+    def _resolve(self, dotted: str) -> tuple[Module, str]:
+        parts = dotted.split(".")
+        mod: Module = self
+        for i, part in enumerate(parts[:-1]):
+            if part not in mod._modules:
+                known = ", ".join(mod._modules) or "none"
+                where = ".".join(parts[:i]) or type(self).__name__
+                raise KeyError(f"{dotted!r}: {where} has no sub-module {part!r} (has: {known})")
+            mod = mod._modules[part]
+        return mod, parts[-1]
+
+    def intermediate(self, dotted: str) -> Any:
+        """The intermediate activation saved under a dotted name in the last forward."""
+        mod, key = self._resolve(dotted)
+        if key not in mod._saved:
+            have = ", ".join(mod._saved) or "nothing (run a forward first)"
+            raise KeyError(f"{dotted!r}: {type(mod).__name__} saved {have}")
+        return mod._saved[key]
+
+    def intermediate_grad(self, dotted: str) -> Any:
+        """The gradient of the loss with respect to a saved intermediate (after a backward)."""
+        mod, key = self._resolve(dotted)
+        if key not in mod._saved_grads:
+            have = ", ".join(mod._saved_grads) or "nothing (run a backward first)"
+            raise KeyError(f"{dotted!r}: {type(mod).__name__} has gradients of {have}")
+        return mod._saved_grads[key]
+
+    def named_intermediates(self) -> Iterator[tuple[str, Any]]:
+        """Every saved intermediate by dotted name."""
+        for mod_name, mod in self.named_modules():
+            for key, value in mod._saved.items():
+                yield (f"{mod_name}.{key}" if mod_name else key), value
+
+    def _extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__}({self._extra_repr()}"]
+        for name, child in self._modules.items():
+            sub = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {sub}")
+        return "\n".join(lines) + (")" if len(lines) == 1 else "\n)")
+
+
+class ModuleList(Module):
+    """A list of modules registered under "0", "1", ... (as PyTorch names layer stacks)."""
+
+    def __init__(self, modules: list[Module]) -> None:
+        super().__init__()
+        for i, m in enumerate(modules):
+            setattr(self, str(i), m)
+
+    def __getitem__(self, i: int) -> Module:
+        return self._modules[str(i if i >= 0 else len(self) + i)]
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())

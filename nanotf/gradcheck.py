@@ -61,16 +61,18 @@ def numerical_gradient(
     """
     xp = get_array_module(x)
     grad = xp.zeros(x.shape, dtype=np.float64)
-    flat = x.reshape(-1)  # a view: writing it perturbs x
     gflat = grad.reshape(-1)
     positions = range(x.size) if indices is None else indices
     for i in positions:
-        orig = float(flat[i])
+        # index x itself: a flat reshape of a non-contiguous x is a copy, never perturbed
+        at = tuple(int(j) for j in np.unravel_index(int(i), x.shape))
+        orig = float(x[at])
         outs = []
         for step in (eps, -eps, 2 * eps, -2 * eps, 3 * eps, -3 * eps):
-            flat[i] = orig + step
-            outs.append(xp.asarray(f(), dtype=np.float64))
-        flat[i] = orig
+            x[at] = orig + step
+            # a copy: f() may return x itself (an identity op), which the next step perturbs
+            outs.append(xp.array(f(), dtype=np.float64, copy=True))
+        x[at] = orig
         d1, d2, d3 = outs[0] - outs[1], outs[2] - outs[3], outs[4] - outs[5]
         gflat[i] = float(((45.0 * d1 - 9.0 * d2 + d3) * dout).sum()) / (60.0 * eps)
     return grad

@@ -45,7 +45,13 @@ def padding_mask(keep: Any) -> Any:
 
 
 def causal_mask(t_q: int, t_k: int | None = None, xp: Any = None) -> Any:
-    """(Tq, Tk) boolean, True on and below the diagonal: query i sees keys 0..i."""
+    """(Tq, Tk) boolean, True on and below the diagonal aligned to the bottom right.
+
+    Query i sees keys 0..i + (Tk - Tq): for Tq = Tk the usual lower triangle (query i sees keys
+    0..i); with Tk - Tq earlier keys (a cache) the last query sees every key. This is torch's
+    ``causal_lower_right``; ``scaled_dot_product_attention(is_causal=True)`` aligns top-left
+    instead, which differs only when Tq != Tk.
+    """
     if xp is None:
         import numpy as xp
     t_k = t_q if t_k is None else t_k

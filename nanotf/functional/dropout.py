@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..backend import get_array_module
 from ..backend import rng as default_rng
 from ._checks import check_float
 
@@ -23,9 +24,13 @@ def dropout_forward(
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
     if not training or p == 0.0:
         return x, None
+    xp = get_array_module(x)
     if mask is None:
         gen = default_rng() if rng is None else rng
-        mask = gen.random(x.shape, dtype=x.dtype) >= p
+        u = gen.random(x.shape, dtype=x.dtype)
+        if get_array_module(u) is not xp:  # a generator of another device: move the draw
+            u = xp.asarray(u)
+        mask = u >= p
     elif tuple(mask.shape) != tuple(x.shape):
         raise ValueError(f"dropout mask must have shape {tuple(x.shape)}, got {tuple(mask.shape)}")
     scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)

@@ -21,7 +21,8 @@ def cross_entropy_forward(
     logits: (..., V), targets: (...) integers in [0, V) or ``ignore_index``.
     With smoothing ε, the target distribution is ``q = (1 - ε) onehot(y) + ε / V``, and
     ``loss_n = -Σ_c q_c log p_c``. ``reduction="mean"`` divides the sum over non-ignored
-    positions by their count (PyTorch's definition); ``"sum"`` does not divide.
+    positions by their count (PyTorch's definition); ``"sum"`` does not divide. With every
+    target ignored, ``"sum"`` gives 0 (as PyTorch) and ``"mean"`` raises (PyTorch gives NaN).
     Returns the loss as a 0-d array and the cache.
     """
     check_float("cross_entropy logits", logits)
@@ -41,8 +42,12 @@ def cross_entropy_forward(
     y = targets.reshape(-1)  # (N,)
     valid = y != ignore_index  # (N,)
     n_valid = int(valid.sum())
-    if n_valid == 0:
-        raise ValueError("every target equals ignore_index: there is nothing to average over")
+    if n_valid == 0 and reduction == "mean":
+        raise ValueError(
+            f"all {y.shape[0]} targets equal ignore_index={ignore_index}: the mean over no "
+            "targets is undefined (expected at least one target in [0, "
+            f"{n_classes}); reduction='sum' gives 0 here)"
+        )
     y_safe = xp.where(valid, y, 0)
     rows = xp.arange(y.shape[0])
     nll = -logp[rows, y_safe]  # (N,)

@@ -1,0 +1,363 @@
+"""The encoder–decoder Transformer of "Attention Is All You Need" (Vaswani et al., 2017).
+
+A translation model reads a source sentence and writes the target sentence one token at a time::
+
+    src ids (B, S) ─ embed · √C + PE ─ dropout ─ N × EncoderLayer ─────────────┐ memory (B, S, C)
+                                                                               │
+    tgt ids (B, T) ─ embed · √C + PE ─ dropout ─ N × DecoderLayer(·, memory) ─ out_proj ─ logits
+
+* The encoder's self-attention sees the whole source except its padding.
+* The decoder's self-attention is causal: position t sees target positions 0..t only, so
+  with teacher forcing (``tgt_in`` = the target shifted right by one, starting with BOS) every
+  position learns to predict the next token and none of them can peek at it.
+* The decoder's cross-attention takes its queries from the decoder and its keys and values from
+  the encoder output ``memory``, masked by the source padding.
+
+Post-LN (``norm_first=False``, the paper) puts a LayerNorm after every residual addition. Pre-LN
+(``norm_first=True``) normalises the input of every sub-layer instead, which leaves the residual
+stream un-normalised, so each stack ends with one more LayerNorm (``encoder.norm``,
+``decoder.norm``), as ``torch.nn.Transformer`` does.
+
+There is no autograd: ``backward(dlogits)`` runs the forward in reverse, stack by stack, and
+adds every parameter's gradient into its ``.grad``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backend import get_array_module
+from ..functional import embedding_backward, embedding_forward
+from ..functional._checks import check_float, check_int_ids
+from ..nn import (
+    DecoderLayer,
+    Dropout,
+    Embedding,
+    EncoderLayer,
+    LayerNorm,
+    Linear,
+    Module,
+    ModuleList,
+    PositionalEncoding,
+    init,
+)
+
+__all__ = ["Transformer", "TransformerDecoder", "TransformerEncoder"]
+
+
+class TransformerEncoder(Module):
+    """A stack of ``EncoderLayer``s (``layers.0``, ``layers.1``, ...), plus a final LayerNorm
+    ``norm`` in the pre-LN layout (None in the post-LN one, whose layers end normalised)."""
+
+    def __init__(
+        self,
+        n_layers: int,
+        d_model: int,
+        n_heads: int,
+        d_ff: int,
+        dropout: float,
+        activation: str,
+        norm_first: bool,
+        layer_norm_eps: float,
+    ) -> None:
+        super().__init__()
+        args = (d_model, n_heads, d_ff, dropout, activation, norm_first, layer_norm_eps)
+        self.layers = ModuleList([EncoderLayer(*args) for _ in range(n_layers)])
+        self.norm = LayerNorm(d_model, layer_norm_eps) if norm_first else None
+
+    def forward(self, x: Any, key_padding_mask: Any = None) -> Any:
+        """x: (B, S, C) embedded source; key_padding_mask: (B, S), True for real tokens."""
+        for layer in self.layers:
+            x = layer.forward(x, key_padding_mask=key_padding_mask)  # (B, S, C)
+        if self.norm is not None:
+            x = self.norm.forward(x)
+        return x
+
+    def backward(self, dout: Any) -> Any:
+        """dout: (B, S, C), the gradient of the memory -> gradient of the embedded source."""
+        if self.norm is not None:
+            dout = self.norm.backward(dout)
+        for layer in reversed(list(self.layers)):
+            dout = layer.backward(dout)  # (B, S, C)
+        return dout
+
+
+class TransformerDecoder(Module):
+    """A stack of ``DecoderLayer``s, each attending to the same encoder ``memory``, plus a
+    final LayerNorm ``norm`` in the pre-LN layout."""
+
+    def __init__(
+        self,
+        n_layers: int,
+        d_model: int,
+        n_heads: int,
+        d_ff: int,
+        dropout: float,
+        activation: str,
+        norm_first: bool,
+        layer_norm_eps: float,
+    ) -> None:
+        super().__init__()
+        args = (d_model, n_heads, d_ff, dropout, activation, norm_first, layer_norm_eps)
+        self.layers = ModuleList([DecoderLayer(*args) for _ in range(n_layers)])
+        self.norm = LayerNorm(d_model, layer_norm_eps) if norm_first else None
+
+    def forward(
+        self,
+        x: Any,
+        memory: Any,
+        tgt_key_padding_mask: Any = None,
+        memory_key_padding_mask: Any = None,
+    ) -> Any:
+        """x: (B, T, C) embedded target, memory: (B, S, C); masks True for real tokens."""
+        for layer in self.layers:
+            x = layer.forward(x, memory, tgt_key_padding_mask, memory_key_padding_mask)
+        if self.norm is not None:
+            x = self.norm.forward(x)
+        return x  # (B, T, C)
+
+    def backward(self, dout: Any) -> tuple[Any, Any]:
+        """dout: (B, T, C) -> ``(dx, dmemory)``.
+
+        Every layer read the same memory, so its gradient is the sum over the layers.
+        """
+        if self.norm is not None:
+            dout = self.norm.backward(dout)
+        dmemory = None
+        for layer in reversed(list(self.layers)):
+            dout, dmem = layer.backward(dout)  # (B, T, C), (B, S, C)
+            dmemory = dmem if dmemory is None else dmemory + dmem
+        return dout, dmemory
+
+
+class Transformer(Module):
+    """The sequence-to-sequence Transformer: source ids in, next-target-token logits out.
+
+    Parameters
+    ----------
+    src_vocab_size, tgt_vocab_size : sizes of the source and target vocabularies.
+    d_model, n_heads, d_ff : model width C, attention heads H (C must divide by H), FFN width.
+    n_encoder_layers, n_decoder_layers : depth of each stack (the paper: 6 and 6).
+    dropout : applied to the embeddings, attention probabilities, sub-layer outputs and FFN.
+    activation : the FFN's, ``"relu"`` (the paper), ``"gelu"``, ``"gelu_new"``.
+    norm_first : False for post-LN (the paper), True for pre-LN (+ a final LayerNorm per stack).
+    max_len : length of the sinusoidal position table; longer sequences are an error.
+    share_embeddings : one table for source and target (``src_embed is tgt_embed``); needs
+        equal vocabularies, e.g. a joint BPE vocabulary as in the paper.
+    tie_output : ``out_proj.weight`` IS ``tgt_embed.weight`` (the same Parameter; its bias
+        stays separate), so the output layer scores a token by its embedding.
+    pad_id : the padding token; default masks are ``ids != pad_id``. The tables keep a row for
+        it like any other (as in the Annotated Transformer): padding is kept out of attention
+        by the masks and out of the loss by ``ignore_index``, so that row learns nothing.
+    layer_norm_eps : epsilon of every LayerNorm.
+
+    Every matrix (parameter with more than one dimension) is initialised Xavier-uniform, as in
+    the Annotated Transformer; a shared or tied matrix is initialised once. Biases keep
+    PyTorch's default and LayerNorms start at γ = 1, β = 0.
+
+    Sub-modules (their dotted names are those of ``state_dict()``): ``src_embed``,
+    ``tgt_embed``, ``pos``, ``src_dropout``, ``tgt_dropout``, ``encoder.layers.N``,
+    ``decoder.layers.N``, ``encoder.norm`` / ``decoder.norm`` (pre-LN only), ``out_proj``.
+
+    >>> model = Transformer(11, 13, d_model=16, n_heads=2, n_encoder_layers=1,
+    ...                     n_decoder_layers=1, d_ff=32)
+    >>> import numpy as np
+    >>> src, tgt_in = np.array([[5, 6, 7, 0]]), np.array([[1, 8, 9]])
+    >>> model.forward(src, tgt_in).shape          # (B, T, tgt vocab)
+    (1, 3, 13)
+    """
+
+    def __init__(
+        self,
+        src_vocab_size: int,
+        tgt_vocab_size: int,
+        d_model: int = 512,
+        n_heads: int = 8,
+        n_encoder_layers: int = 6,
+        n_decoder_layers: int = 6,
+        d_ff: int = 2048,
+        dropout: float = 0.1,
+        activation: str = "relu",
+        norm_first: bool = False,
+        max_len: int = 5000,
+        share_embeddings: bool = False,
+        tie_output: bool = False,
+        pad_id: int = 0,
+        layer_norm_eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        if n_encoder_layers < 0 or n_decoder_layers < 0:
+            raise ValueError(
+                f"layer counts must be >= 0, got n_encoder_layers={n_encoder_layers}, "
+                f"n_decoder_layers={n_decoder_layers}"
+            )
+        if n_heads < 1 or d_model % n_heads:
+            raise ValueError(
+                f"d_model={d_model} must be divisible by n_heads={n_heads} "
+                f"(each head gets d_model / n_heads dimensions)"
+            )
+        for name, size in (("src_vocab_size", src_vocab_size), ("tgt_vocab_size", tgt_vocab_size)):
+            if size < 1:
+                raise ValueError(f"{name} must be positive, got {size}")
+        if share_embeddings and src_vocab_size != tgt_vocab_size:
+            raise ValueError(
+                "share_embeddings needs one vocabulary for source and target, got "
+                f"src_vocab_size={src_vocab_size} and tgt_vocab_size={tgt_vocab_size}"
+            )
+        self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
+        self.d_model, self.n_heads, self.max_len, self.pad_id = d_model, n_heads, max_len, pad_id
+        self.norm_first = norm_first
+        self.share_embeddings, self.tie_output = share_embeddings, tie_output
+
+        self.src_embed = Embedding(src_vocab_size, d_model)
+        self.tgt_embed = self.src_embed if share_embeddings else Embedding(tgt_vocab_size, d_model)
+        # one table of sinusoids for both sides; it scales the embeddings by √d_model
+        self.pos = PositionalEncoding(d_model, max_len, scale=True)
+        self.src_dropout = Dropout(dropout)
+        self.tgt_dropout = Dropout(dropout)
+        stack = (d_model, n_heads, d_ff, dropout, activation, norm_first, layer_norm_eps)
+        self.encoder = TransformerEncoder(n_encoder_layers, *stack)
+        self.decoder = TransformerDecoder(n_decoder_layers, *stack)
+        self.out_proj = Linear(d_model, tgt_vocab_size)
+        if tie_output:
+            # (V, C) is both the embedding table and the output weight (out_features, in_features)
+            self.out_proj.weight = self.tgt_embed.weight
+
+        for p in self.parameters():  # each Parameter once, so a tied one is drawn once
+            if p.data.ndim > 1:
+                init.xavier_uniform_(p)
+
+        self._src_cache: Any = None  # the caches of the two embedding lookups (see _embed)
+        self._tgt_cache: Any = None
+        self._logits_shape: tuple[int, ...] | None = None
+
+    # -- checks ---------------------------------------------------------------------------
+    def _check_ids(self, what: str, ids: Any, vocab: int) -> None:
+        """(B, L) integer ids in [0, vocab), L within the position table."""
+        check_int_ids(f"{what} ids", ids, vocab)  # TypeError / IndexError naming the range
+        if ids.ndim != 2:
+            raise ValueError(f"{what} ids must have shape (batch, length), got {tuple(ids.shape)}")
+        if ids.shape[1] > self.max_len:
+            raise ValueError(
+                f"{what} length {ids.shape[1]} exceeds the position table "
+                f"(max_len={self.max_len}): build the model with a larger max_len"
+            )
+
+    def _mask(self, what: str, mask: Any, ids_shape: tuple[int, ...], ids: Any = None) -> Any:
+        """The (B, L) boolean mask, True for real tokens: given, or ``ids != pad_id``."""
+        if mask is None:
+            return None if ids is None else ids != self.pad_id
+        shape = tuple(getattr(mask, "shape", ()))
+        if shape != tuple(ids_shape):
+            raise ValueError(
+                f"{what} must have shape (batch, length) = {tuple(ids_shape)}, got {shape}"
+            )
+        xp = get_array_module(mask)
+        if mask.dtype != bool and not xp.issubdtype(mask.dtype, xp.integer):
+            raise TypeError(f"{what} must be boolean (True = real token), got {mask.dtype}")
+        return mask != 0
+
+    # -- the embedding lookups ------------------------------------------------------------
+    def _embed(self, table: Embedding, ids: Any, dropout: Dropout) -> tuple[Any, tuple]:
+        """``dropout(table[ids] · √C + PE[:L])`` -> (B, L, C), and the lookup's cache.
+
+        A module keeps the cache of its last call only, and with ``share_embeddings`` one
+        table serves both sides; so the model runs the lookups with the functional pair and
+        keeps both caches itself. (``pos`` is called for both sides too: its only cache is the
+        constant √C, the same for both, so its backward is right for either.)
+        """
+        emb, cache = embedding_forward(ids, table.weight.data, table.padding_idx)  # (B, L, C)
+        return dropout.forward(self.pos.forward(emb)), cache
+
+    def _embed_backward(self, table: Embedding, dx: Any, cache: tuple, dropout: Dropout) -> None:
+        demb = self.pos.backward(dropout.backward(dx))  # (B, L, C)
+        table.accumulate(table.weight, embedding_backward(demb, cache))  # (V, C), adds
+
+    # -- forward --------------------------------------------------------------------------
+    def encode(self, src: Any, src_mask: Any = None) -> Any:
+        """Run the encoder: src (B, S) ids -> memory (B, S, C).
+
+        ``src_mask`` (B, S) is True for real tokens (default ``src != pad_id``).
+        """
+        self._check_ids("source", src, self.src_vocab_size)
+        src_mask = self._mask("src_mask", src_mask, src.shape, src)
+        x, self._src_cache = self._embed(self.src_embed, src, self.src_dropout)  # (B, S, C)
+        memory = self.encoder.forward(x, key_padding_mask=src_mask)  # (B, S, C)
+        self.save(memory=memory)
+        return memory
+
+    def decode(self, tgt_in: Any, memory: Any, src_mask: Any = None, tgt_mask: Any = None) -> Any:
+        """Run the decoder on the encoder's ``memory``: tgt_in (B, T) ids -> logits (B, T, V).
+
+        ``src_mask`` (B, S) must be the source mask the memory was encoded with, so that the
+        cross-attention skips source padding (``src != pad_id`` for the default); None lets
+        every memory position be attended. ``tgt_mask`` (B, T) is True for real target
+        tokens (default ``tgt_in != pad_id``); the causal mask is always added.
+        Greedy decoding calls ``decode`` again with the tokens written so far.
+        """
+        self._check_ids("target", tgt_in, self.tgt_vocab_size)
+        check_float("memory", memory)
+        b, t = tgt_in.shape
+        if memory.ndim != 3 or memory.shape[0] != b or memory.shape[2] != self.d_model:
+            raise ValueError(
+                f"memory must have shape (batch, source length, d_model) = ({b}, S, "
+                f"{self.d_model}) for target ids of shape {(b, t)}, got {tuple(memory.shape)}"
+            )
+        src_mask = self._mask("src_mask", src_mask, memory.shape[:2])
+        tgt_mask = self._mask("tgt_mask", tgt_mask, tgt_in.shape, tgt_in)
+        y, self._tgt_cache = self._embed(self.tgt_embed, tgt_in, self.tgt_dropout)  # (B, T, C)
+        h = self.decoder.forward(y, memory, tgt_mask, src_mask)  # (B, T, C)
+        logits = self.out_proj.forward(h)  # (B, T, V)
+        self._logits_shape = tuple(logits.shape)
+        return logits
+
+    def forward(self, src: Any, tgt_in: Any, src_mask: Any = None, tgt_mask: Any = None) -> Any:
+        """Teacher forcing: logits (B, T, V) for the next token after each ``tgt_in`` position.
+
+        src: (B, S) and tgt_in: (B, T) integer ids; masks (B, S) / (B, T) True for real tokens,
+        by default ``ids != pad_id``.
+        """
+        self._check_ids("source", src, self.src_vocab_size)
+        self._check_ids("target", tgt_in, self.tgt_vocab_size)
+        if src.shape[0] != tgt_in.shape[0]:
+            raise ValueError(
+                f"source and target batch sizes differ: src has {src.shape[0]} sequences "
+                f"{tuple(src.shape)}, tgt_in has {tgt_in.shape[0]} {tuple(tgt_in.shape)}"
+            )
+        src_mask = self._mask("src_mask", src_mask, src.shape, src)
+        memory = self.encode(src, src_mask)  # (B, S, C)
+        return self.decode(tgt_in, memory, src_mask, tgt_mask)  # (B, T, V)
+
+    # -- backward -------------------------------------------------------------------------
+    def backward(self, dlogits: Any) -> None:
+        """dlogits (B, T, V), the loss gradient of the last ``forward``'s logits.
+
+        Adds into every ``Parameter.grad`` (a shared or tied table collects the gradients of
+        all its uses) and returns None: token ids have no gradient.
+
+        decoder: logits -> h -> tgt embeddings, and the memory gradient summed over layers;
+        encoder: memory -> src embeddings.
+        """
+        if self._src_cache is None or self._tgt_cache is None or self._logits_shape is None:
+            raise RuntimeError("backward needs a forward (encode and decode) first")
+        if tuple(dlogits.shape) != self._logits_shape:
+            raise ValueError(
+                f"dlogits must have the logits' shape {self._logits_shape}, "
+                f"got {tuple(dlogits.shape)}"
+            )
+        dh = self.out_proj.backward(dlogits)  # (B, T, C)
+        dy, dmemory = self.decoder.backward(dh)  # (B, T, C), (B, S, C)
+        if dmemory is None:  # no decoder layers: the logits never saw the memory
+            dmemory = get_array_module(dh).zeros_like(self._saved["memory"])
+        self._embed_backward(self.tgt_embed, dy, self._tgt_cache, self.tgt_dropout)
+        self.save_grad(memory=dmemory)
+        dx = self.encoder.backward(dmemory)  # (B, S, C)
+        self._embed_backward(self.src_embed, dx, self._src_cache, self.src_dropout)
+        return None
+
+    def _extra_repr(self) -> str:
+        return (
+            f"src_vocab={self.src_vocab_size}, tgt_vocab={self.tgt_vocab_size}, "
+            f"d_model={self.d_model}, n_heads={self.n_heads}, norm_first={self.norm_first}, "
+            f"share_embeddings={self.share_embeddings}, tie_output={self.tie_output}"
+        )

@@ -28,8 +28,6 @@ __all__ = ["SentenceEncoder", "default_model_dir", "load_pretrained_model"]
 
 REQUIRED_FILES = ("config.json", "model.safetensors", "vocab.txt")
 ARCHITECTURES = {"bert": BertModel, "distilbert": DistilBertModel}
-# buffers some checkpoints carry that are not parameters
-_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
 
 
 def default_model_dir() -> Path:
@@ -69,8 +67,9 @@ def _architecture(config: dict[str, Any], path: Path) -> str:
 def _clean_state_dict(state: dict[str, np.ndarray], kind: str) -> dict[str, np.ndarray]:
     """Bring checkpoint keys to nanotf's (= Hugging Face's base model) names.
 
-    Drops the ``bert.`` / ``distilbert.`` prefix of task checkpoints, renames the old LayerNorm
-    ``gamma``/``beta`` to ``weight``/``bias``, and drops non-parameter buffers and task heads.
+    Drops the ``bert.`` / ``distilbert.`` prefix of task checkpoints and their task heads, and
+    renames the old LayerNorm ``gamma``/``beta`` to ``weight``/``bias``. (The models' own
+    ``load_state_dict`` checks and drops the ``position_ids`` buffers old checkpoints carry.)
     """
     prefix = f"{kind}."
     has_prefix = any(k.startswith(prefix) for k in state)
@@ -80,8 +79,6 @@ def _clean_state_dict(state: dict[str, np.ndarray], kind: str) -> dict[str, np.n
             if not key.startswith(prefix):
                 continue  # a task head (cls.*, pre_classifier, ...)
             key = key[len(prefix) :]
-        if key.endswith(_BUFFERS):
-            continue
         key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace(
             "LayerNorm.beta", "LayerNorm.bias"
         )

@@ -1,0 +1,493 @@
+"""The command line: ``python -m nanotf <command> [options]`` (``--help`` on each command).
+
+Commands:
+
+* ``train``: train a Transformer on a built-in task, print sample outputs, save a checkpoint
+  and a loss curve under ``--out`` and end with one line of JSON (the run's numbers). With no
+  options it trains the default run on the CPU (NumPy) in a couple of minutes.
+* ``translate``: decode inputs with a trained checkpoint (greedy, or beam search with
+  ``--beam N``).
+
+Adding a command: write ``add_arguments(parser)`` and ``run(args) -> exit code``, and register
+them::
+
+    def _attention_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--checkpoint", required=True)
+
+    @subcommand("attention", help="plot attention maps", add_arguments=_attention_arguments)
+    def attention(args: argparse.Namespace) -> int:
+        ...
+        return 0
+
+Errors the user can fix (unknown task, a missing or corrupt checkpoint, a character the
+vocabulary does not have, a backend that cannot run here) are printed as one line,
+``nanotf <command>: error: ...``, with exit code 2 and no traceback (set ``NANOTF_DEBUG=1`` to
+see the traceback too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SUBCOMMANDS", "CLIError", "Subcommand", "build_parser", "main", "subcommand"]
+
+
+class CLIError(Exception):
+    """A problem with the user's input: printed as one line, exit code 2."""
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """One ``python -m nanotf <name>`` command."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    description: str | None = None
+
+
+#: the registry of commands, in the order ``--help`` lists them
+SUBCOMMANDS: dict[str, Subcommand] = {}
+
+
+def subcommand(
+    name: str,
+    help: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    description: str | None = None,
+) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    """Register ``run(args) -> exit code`` as the command ``name``."""
+
+    def register(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        if name in SUBCOMMANDS:
+            raise ValueError(f"the command {name!r} is registered twice")
+        SUBCOMMANDS[name] = Subcommand(name, help, add_arguments, run, description)
+        return run
+
+    return register
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32, width=100)
+
+
+def _use_backend(name: str) -> None:
+    """Switch to ``name``; a backend that cannot run here becomes a one-line error."""
+    from .backend import BackendUnavailableError, set_backend
+
+    try:
+        set_backend(name)
+    except BackendUnavailableError as err:
+        raise CLIError(str(err)) from err
+
+
+# -- train ----------------------------------------------------------------------------------------
+
+
+def _yes_no(text: str) -> bool:
+    if text.lower() in ("yes", "true", "1"):
+        return True
+    if text.lower() in ("no", "false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}")
+
+
+# (flag, TrainConfig field, type, choices, help); defaults come from TrainConfig
+_TRAIN_OPTIONS: list[tuple[str, str, Any, list[str] | None, str]] = [
+    ("--steps", "steps", int, None, "number of training steps"),
+    ("--batch-size", "batch_size", int, None, "pairs per batch"),
+    ("--d-model", "d_model", int, None, "model width"),
+    ("--heads", "n_heads", int, None, "attention heads (must divide --d-model)"),
+    ("--layers", "n_layers", int, None, "encoder layers and decoder layers (each)"),
+    ("--d-ff", "d_ff", int, None, "width of the feed-forward layers"),
+    ("--dropout", "dropout", float, None, "dropout probability"),
+    ("--activation", "activation", str, ["relu", "gelu", "gelu_new"], "feed-forward activation"),
+    ("--norm-first", "norm_first", _yes_no, None, "pre-LN (yes) or post-LN (no)"),
+    ("--optimizer", "optimizer", str, ["adam", "adamw", "sgd"], "optimizer"),
+    ("--lr", "lr", float, None, "peak learning rate"),
+    ("--schedule", "schedule", str, ["cosine", "noam", "constant"], "learning-rate schedule"),
+    ("--warmup", "warmup", int, None, "warm-up steps (linear from 0 to --lr)"),
+    ("--min-lr", "min_lr", float, None, "final learning rate of the cosine schedule"),
+    ("--weight-decay", "weight_decay", float, None, "weight decay"),
+    ("--label-smoothing", "label_smoothing", float, None, "label smoothing of the training loss"),
+    ("--clip-norm", "clip_norm", float, None, "clip the global gradient norm to this (0: off)"),
+    ("--n-train", "n_train", int, None, "training pairs"),
+    ("--n-heldout", "n_heldout", int, None, "held-out pairs (never in the training set)"),
+    ("--eval-every", "eval_every", int, None, "evaluate every N steps (0: only at the end)"),
+    (
+        "--stop-at-exact-match",
+        "stop_at_exact_match",
+        float,
+        None,
+        "stop when an evaluation reaches this exact match",
+    ),
+    ("--dtype", "dtype", str, ["float32", "float64"], "floating-point type"),
+    (
+        "--threads",
+        "blas_threads",
+        int,
+        None,
+        "BLAS threads (1 is fastest for small models; 0: the library's default)",
+    ),
+]
+# options of the string tasks (copy, reverse, sort): (flag, option, type, help)
+_TASK_OPTIONS: list[tuple[str, str, Any, str]] = [
+    ("--alphabet", "alphabet", str, "the letters of copy/reverse/sort (default: abcdefghij)"),
+    ("--min-len", "min_len", int, "shortest string of copy/reverse/sort (default: 1)"),
+    ("--max-len", "max_len", int, "longest string of copy/reverse/sort (default: 10)"),
+]
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    from .data import TASKS
+    from .train import TrainConfig
+
+    defaults = TrainConfig()
+    parser.add_argument(
+        "--task",
+        choices=list(TASKS),
+        default=None,
+        help=f"the task to learn (default: {defaults.task})",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=["numpy", "cupy"],
+        default=None,
+        help="numpy (CPU) or cupy (NVIDIA GPU) (default: numpy)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="directory for the checkpoint, loss curve and history (default: runs/<task>)",
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="CHECKPOINT",
+        default=None,
+        help="continue the run saved in this checkpoint (give --steps to train longer)",
+    )
+    parser.add_argument(
+        "--samples", type=int, default=5, help="held-out examples to print (default: 5)"
+    )
+    progress = parser.add_mutually_exclusive_group()
+    progress.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="show the progress bar (default: only on a terminal)",
+    )
+    progress.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="hide the progress bar"
+    )
+    task = parser.add_argument_group("task options")
+    for flag, name, typ, text in _TASK_OPTIONS:
+        metavar = "LETTERS" if typ is str else "N"
+        task.add_argument(
+            flag, dest=f"task_{name}", type=typ, default=None, metavar=metavar, help=text
+        )
+    group = parser.add_argument_group("model and training (defaults: the default run)")
+    for flag, name, typ, choices, text in _TRAIN_OPTIONS:
+        default = getattr(defaults, name)
+        if name == "norm_first":
+            default = "yes" if default else "no"
+        group.add_argument(
+            flag,
+            dest=name,
+            type=typ,
+            choices=choices,
+            default=None,
+            metavar=None if choices else ("YES|NO" if name == "norm_first" else name.upper()),
+            help=f"{text} (default: {default})",
+        )
+
+
+def _config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """TrainConfig fields given on the command line."""
+    names = ["task", "backend", "seed"] + [name for _, name, _, _, _ in _TRAIN_OPTIONS]
+    out = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    if out.get("clip_norm") == 0:
+        out["clip_norm"] = None
+    if out.get("blas_threads") == 0:
+        out["blas_threads"] = None
+    options = {
+        name: getattr(args, f"task_{name}")
+        for _, name, _, _ in _TASK_OPTIONS
+        if getattr(args, f"task_{name}", None) is not None
+    }
+    if options:
+        out["task_options"] = options
+    return out
+
+
+def _log_line(line: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(line, file=sys.stdout)
+    sys.stdout.flush()
+
+
+def _by_length(
+    task: Any, examples: list[tuple[str, str, str]], train_pairs: list[tuple[str, str]]
+) -> str:
+    """``1: 6/10 (never trained on), 2: 39/39, ...``: right answers per source length (in
+    symbols), marking lengths that no training pair has."""
+    trained = {len(task.src_vocab.split(src)) for src, _ in train_pairs}
+    right: dict[int, list[int]] = {}
+    for src, tgt, got in examples:
+        counts = right.setdefault(len(task.src_vocab.split(src)), [0, 0])
+        counts[0] += got == tgt
+        counts[1] += 1
+    return ", ".join(
+        f"{n}: {r}/{t}" + ("" if n in trained else " (no training pair has this length)")
+        for n, (r, t) in sorted(right.items())
+    )
+
+
+@subcommand(
+    "train",
+    help="train a Transformer on a built-in task",
+    add_arguments=_train_arguments,
+    description=(
+        "Train an encoder-decoder Transformer (hand-written backward passes, no autograd) on a "
+        "built-in task. With no options: reverse strings of 1-10 letters on the CPU in a couple "
+        "of minutes.\n\nWrites <out>/checkpoint.safetensors, <out>/loss.png and "
+        "<out>/history.json, prints a few held-out examples and ends with one line of JSON."
+    ),
+)
+def train_command(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    from .checkpoint import CHECKPOINT_NAME, CheckpointError
+    from .plots import plot_loss_curve
+    from .train import TrainConfig, Trainer, smoothed_loss_floor
+
+    overrides = _config_overrides(args)
+    _use_backend(overrides.get("backend", "numpy"))
+    progress = args.progress
+    try:
+        if args.resume:
+            trainer = Trainer.from_checkpoint(
+                args.resume, progress=progress, log=_log_line, **overrides
+            )
+        else:
+            trainer = Trainer(TrainConfig(**overrides), progress=progress, log=_log_line)
+    except CheckpointError:
+        raise
+    except ValueError as err:
+        raise CLIError(str(err)) from err
+    cfg, task = trainer.config, trainer.task
+    out_dir = Path(args.out) if args.out else Path("runs") / cfg.task
+    n_params = trainer.model.num_parameters()
+    print(f"task {task.name!r}: {task.description}")
+    print(
+        f"data: {len(trainer.train_pairs)} training pairs, {len(trainer.heldout_pairs)} held-out "
+        f"pairs (disjoint); batch {cfg.batch_size}, {cfg.steps} steps"
+    )
+    print(
+        f"model: Transformer, {cfg.n_layers}+{cfg.n_layers} layers, d_model {cfg.d_model}, "
+        f"{cfg.n_heads} heads, d_ff {cfg.d_ff}, {n_params:,} parameters; "
+        f"{cfg.backend} {cfg.dtype}; {cfg.optimizer} lr {cfg.lr:g} ({cfg.schedule}, warm-up "
+        f"{cfg.warmup}), label smoothing {cfg.label_smoothing:g}"
+    )
+    sys.stdout.flush()
+    train_start, start_step = time.perf_counter(), trainer.step
+    try:
+        trainer.train()
+    except KeyboardInterrupt:
+        path = trainer.save(out_dir / CHECKPOINT_NAME)
+        print(
+            f"\ninterrupted at step {trainer.step}; saved {path} "
+            f"(continue with: python -m nanotf train --resume {path})",
+            file=sys.stderr,
+        )
+        return 130
+    train_seconds = time.perf_counter() - train_start
+    final = trainer.last_eval
+    if final is None or final["step"] != trainer.step:
+        final = {"step": trainer.step, **trainer.evaluate()}
+    print(f"held-out examples (greedy decoding), {final['n']} in all:")
+    for src, tgt, got in final["examples"][: max(args.samples, 0)]:
+        mark = "ok" if got == tgt else f"WRONG, expected {tgt!r}"
+        print(f"  {src!r} -> {got!r}  {mark}")
+    print(
+        f"held-out: loss {final['loss']:.4f}, token accuracy {final['token_accuracy']:.4f}, "
+        f"exact match {final['exact_match']:.4f}"
+    )
+    by_length = _by_length(task, final["examples"], trainer.train_pairs)
+    print(f"held-out exact match by source length: {by_length}")
+    floor = smoothed_loss_floor(cfg.label_smoothing, len(task.tgt_vocab))
+    h = trainer.history
+    if h.loss:
+        print(
+            f"training loss at the last step {h.loss[-1]:.4f} (label smoothing "
+            f"{cfg.label_smoothing:g} puts its minimum at {floor:.4f})"
+        )
+    ckpt = trainer.save(out_dir / CHECKPOINT_NAME)
+    plot = plot_loss_curve(
+        trainer.history,
+        out_dir / "loss.png",
+        title=f"nanotf train --task {cfg.task}",
+        floor=floor,
+    )
+    (out_dir / "history.json").write_text(json.dumps(trainer.history.to_dict()) + "\n")
+    print(f"saved {ckpt}, {plot} and {out_dir / 'history.json'}")
+    new_tokens = sum(h.tokens[start_step:])
+    # time spent in training steps of this invocation (evaluations excluded)
+    step_seconds = (
+        h.seconds[-1] - (h.seconds[start_step - 1] if start_step else 0.0) if h.seconds else 0.0
+    )
+    summary = {
+        "task": cfg.task,
+        "steps": trainer.step,
+        "seconds": round(time.perf_counter() - started, 2),
+        "train_seconds": round(train_seconds, 2),
+        "final_loss": round(h.loss[-1], 6) if h.loss else None,
+        "loss_floor": round(floor, 6),
+        "heldout_loss": round(final["loss"], 6),
+        "token_accuracy": round(final["token_accuracy"], 6),
+        "exact_match": round(final["exact_match"], 6),
+        "heldout_examples": final["n"],
+        "tokens_per_second": round(new_tokens / step_seconds) if step_seconds > 0 else None,
+        "parameters": n_params,
+        "backend": cfg.backend,
+        "seed": cfg.seed,
+        "checkpoint": str(ckpt),
+        "loss_curve": str(plot),
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+# -- translate ------------------------------------------------------------------------------------
+
+
+def _translate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="PATH",
+        help="a checkpoint written by `nanotf train` (or its --out directory)",
+    )
+    parser.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="INPUT",
+        help="source texts to translate (none: read one per line from standard input)",
+    )
+    parser.add_argument(
+        "--beam", type=int, default=1, metavar="N", help="beam width (default: 1, greedy)"
+    )
+    parser.add_argument(
+        "--length-penalty",
+        type=float,
+        default=0.6,
+        metavar="ALPHA",
+        help="GNMT length penalty of beam search, ((5+len)/6)^ALPHA (default: 0.6)",
+    )
+    parser.add_argument(
+        "--max-len",
+        type=int,
+        default=None,
+        metavar="N",
+        help="most tokens to generate (default: what the model's position table allows)",
+    )
+    parser.add_argument(
+        "--backend", choices=["numpy", "cupy"], default="numpy", help="(default: numpy)"
+    )
+
+
+@subcommand(
+    "translate",
+    help="decode inputs with a trained checkpoint",
+    add_arguments=_translate_arguments,
+    description=(
+        "Print the model's output for each input, one per line.\n\n"
+        "  python -m nanotf translate --checkpoint runs/reverse/checkpoint.safetensors abcdef"
+    ),
+)
+def translate_command(args: argparse.Namespace) -> int:
+    from .decode import translate
+    from .train import load_model
+
+    if args.beam < 1:
+        raise CLIError(f"--beam must be at least 1, got {args.beam}")
+    if args.max_len is not None and args.max_len < 1:
+        raise CLIError(f"--max-len must be at least 1, got {args.max_len}")
+    _use_backend(args.backend)
+    texts = list(args.inputs)
+    if not texts:
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    model, src_vocab, tgt_vocab, _ = load_model(args.checkpoint)
+    try:
+        outputs = translate(
+            model,
+            texts,
+            src_vocab,
+            tgt_vocab,
+            beam_width=args.beam,
+            max_len=args.max_len,
+            length_penalty=args.length_penalty,
+        )
+    except ValueError as err:
+        raise CLIError(str(err)) from err
+    for line in outputs:
+        print(line)
+    return 0
+
+
+# -- entry point ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser with one sub-parser per registered command."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="python -m nanotf",
+        description=(
+            "nanotf: a from-scratch Transformer on NumPy/CuPy with every backward pass "
+            "written by hand."
+        ),
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"nanotf {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for cmd in SUBCOMMANDS.values():
+        p = sub.add_parser(
+            cmd.name,
+            help=cmd.help,
+            description=cmd.description or cmd.help,
+            formatter_class=_Formatter,
+        )
+        cmd.add_arguments(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    from .backend import BackendUnavailableError
+    from .checkpoint import CheckpointError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return SUBCOMMANDS[args.command].run(args)
+    except (CLIError, CheckpointError, BackendUnavailableError) as err:
+        if os.environ.get("NANOTF_DEBUG"):
+            raise
+        print(f"nanotf {args.command}: error: {err}", file=sys.stderr)
+        return 2

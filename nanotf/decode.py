@@ -1,0 +1,341 @@
+"""Turning a trained encoder–decoder into output sequences: greedy decoding and beam search.
+
+Both work on any model with ``encode(src, src_mask) -> memory`` and
+``decode(tgt_in, memory, src_mask, tgt_mask) -> logits (B, T, V)`` (``nanotf.models.
+transformer.Transformer``). The source is encoded **once**; then the output grows one token at a
+time, starting from ``<bos>``.
+
+How the prefix is handled: **it is recomputed**. At step ``t`` the decoder runs on the whole
+prefix ``y_0 .. y_t`` (causal masking makes position ``t`` see only ``y_0 .. y_t``) and only the
+logits of the last position are used. This keeps no key/value cache: a step costs ``O(t)``
+decoder positions, a sequence ``O(T²)``, which is nothing for the toy tasks here and keeps the
+decoder's forward the exact code that training runs (a teacher-forced forward on the decoded
+output gives the very same logits, and a test checks it). A KV cache would make each step
+``O(1)`` positions at the price of a second code path through every attention layer.
+
+``<pad>`` and ``<bos>`` are never generated (they are not outputs: their log-probabilities are
+set to -inf before choosing). Both functions return the generated ids *after* ``<bos>`` as a
+host (NumPy) ``int64`` array of shape ``(B, L)``: each row ends with its ``<eos>`` (if it
+produced one within ``max_len`` tokens) and is padded with ``pad_id`` after it.
+``Vocab.decode`` turns a row into text.
+
+Rows are independent: the result for one source does not depend on the other sources in the
+batch or on how much padding they bring (masks keep them apart), so a batch decodes to the same
+sequences as each source alone. Rows that are finished are dropped from the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import numpy as np
+
+from .backend import asarray, to_numpy
+from .data import BOS_ID, EOS_ID, PAD_ID, Vocab
+
+__all__ = [
+    "Seq2SeqModel",
+    "beam_search",
+    "greedy_decode",
+    "length_penalty_factor",
+    "sequence_log_prob",
+    "translate",
+]
+
+
+class Seq2SeqModel(Protocol):
+    """What decoding needs from a model (``Transformer`` has all of it)."""
+
+    training: bool
+
+    def encode(self, src: Any, src_mask: Any) -> Any: ...
+
+    def decode(self, tgt_in: Any, memory: Any, src_mask: Any, tgt_mask: Any) -> Any: ...
+
+    def train(self, mode: bool = True) -> Any: ...
+
+
+@contextmanager
+def _eval_mode(model: Seq2SeqModel) -> Iterator[None]:
+    """Dropout off while decoding; the model's previous mode is restored afterwards."""
+    was_training = bool(getattr(model, "training", False))
+    model.train(False)
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _check_inputs(src: Any, src_mask: Any, max_len: int) -> tuple[Any, Any]:
+    if getattr(src, "ndim", None) != 2:
+        raise ValueError(
+            f"src must be a 2-D array of ids (batch, length), got "
+            f"{getattr(src, 'shape', type(src).__name__)}"
+        )
+    if src_mask is None:
+        src_mask = to_numpy(src) != PAD_ID
+    if tuple(src_mask.shape) != tuple(src.shape):
+        raise ValueError(
+            f"src_mask must have the shape of src {tuple(src.shape)}, got {tuple(src_mask.shape)}"
+        )
+    if isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer)) or max_len < 1:
+        raise ValueError(f"max_len must be a positive integer, got {max_len!r}")
+    return asarray(src), asarray(src_mask)
+
+
+def _next_log_probs(
+    model: Seq2SeqModel, ys: np.ndarray, memory: Any, src_mask: Any, never: tuple[int, ...]
+) -> np.ndarray:
+    """Run the decoder on the whole prefix ``ys`` (B, t) and return the host log-probabilities
+    of the next token, (B, V) float64, with the tokens ``never`` (``<pad>``, ``<bos>``) set to
+    -inf afterwards (not renormalised: scores stay the model's log-probabilities).
+    (Recomputes the prefix: no key/value cache.)"""
+    ys_dev = asarray(ys)
+    logits = model.decode(ys_dev, memory, src_mask, ys_dev != PAD_ID)  # (B, t, V)
+    logp = _log_softmax(to_numpy(logits[:, -1, :]).astype(np.float64))
+    logp[:, list(never)] = -np.inf
+    return logp
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    """Row-wise ``log softmax`` on the host, float64."""
+    z = x - x.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def greedy_decode(
+    model: Seq2SeqModel,
+    src: Any,
+    src_mask: Any,
+    max_len: int,
+    bos_id: int = BOS_ID,
+    eos_id: int = EOS_ID,
+    pad_id: int = PAD_ID,
+) -> np.ndarray:
+    """Pick the most likely next token at every step: ``y_t = argmax_v logits(y_<t, x)[v]``.
+
+    ``src`` (B, S) ids and ``src_mask`` (B, S) bool (True = real token; None derives it from
+    ``pad_id``). Stops a row at ``<eos>`` or after ``max_len`` generated tokens. Returns a host
+    ``int64`` array (B, L ≤ max_len) of the ids after ``<bos>`` (``<eos>`` included, ``pad_id``
+    after it). Runs in eval mode (no dropout); the model's mode is restored afterwards.
+    """
+    src, src_mask = _check_inputs(src, src_mask, max_len)
+    b = int(src.shape[0])
+    with _eval_mode(model):
+        memory = model.encode(src, src_mask)  # (B, S, C), computed once
+        ys = np.full((b, 1), bos_id, dtype=np.int64)
+        out = np.full((b, max_len), pad_id, dtype=np.int64)
+        alive = np.arange(b)  # rows still decoding
+        length = 0
+        for t in range(max_len):
+            sel = asarray(alive)
+            logp = _next_log_probs(model, ys, memory[sel], src_mask[sel], (pad_id, bos_id))
+            nxt = logp.argmax(axis=-1)  # (n_alive,)
+            out[alive, t] = nxt
+            length = t + 1
+            keep = nxt != eos_id
+            ys = np.concatenate([ys, nxt[:, None]], axis=1)[keep]
+            alive = alive[keep]
+            if alive.size == 0:
+                break
+    return out[:, :length]
+
+
+def length_penalty_factor(length: int, alpha: float) -> float:
+    """GNMT's length penalty (Wu et al. 2016): ``lp(|Y|) = ((5 + |Y|) / 6) ** alpha``.
+
+    A hypothesis is ranked by ``log P(Y | X) / lp(|Y|)``, ``|Y|`` counting the generated tokens
+    (``<eos>`` included, ``<bos>`` not). ``alpha = 0`` ranks by the plain log-probability, which
+    favours short outputs (every token multiplies in a probability < 1); ``alpha`` around
+    0.6-1.0 evens that out.
+    """
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def beam_search(
+    model: Seq2SeqModel,
+    src: Any,
+    src_mask: Any,
+    beam_width: int,
+    max_len: int,
+    bos_id: int = BOS_ID,
+    eos_id: int = EOS_ID,
+    pad_id: int = PAD_ID,
+    length_penalty: float = 0.6,
+    return_scores: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Keep the ``beam_width`` best prefixes at every step instead of only the best one.
+
+    Score of a hypothesis: ``log P(Y | X) / lp(|Y|)`` with GNMT's length penalty
+    ``lp = ((5 + |Y|) / 6) ** length_penalty`` (:func:`length_penalty_factor`; 0 disables it).
+
+    Per source, at each step: every live prefix ``y`` (all of length ``t``) is extended by every
+    token ``v``, scored ``log P(y) + log p(v | y, x)``, and the ``2·K`` best extensions are taken
+    in order. An extension ending in ``<eos>`` among the first ``K`` becomes a finished
+    hypothesis; the best ``K`` others are the next live prefixes. A source is done when it has
+    ``K`` finished hypotheses and the best live prefix, scored at its current length, is no
+    better than the worst of them (the stopping rule of Hugging Face's ``BeamSearchScorer``), or
+    when ``max_len`` tokens were generated (live prefixes then count as finished). The answer is
+    the finished hypothesis with the best score.
+
+    With ``beam_width=1`` this is exactly greedy decoding (the best extension is the argmax;
+    when it is ``<eos>`` the source is done). Beam search is still a heuristic: it usually, not
+    always, finds a better-scoring output than greedy.
+
+    Returns the best sequences as :func:`greedy_decode` does, (B, L) host ``int64``; with
+    ``return_scores`` also their scores (B,) float64.
+    """
+    if isinstance(beam_width, bool) or not isinstance(beam_width, (int, np.integer)):
+        raise ValueError(f"beam_width must be a positive integer, got {beam_width!r}")
+    if beam_width < 1:
+        raise ValueError(f"beam_width must be a positive integer, got {beam_width!r}")
+    if not (isinstance(length_penalty, (int, float)) and math.isfinite(length_penalty)):
+        raise ValueError(f"length_penalty must be a finite number, got {length_penalty!r}")
+    src, src_mask = _check_inputs(src, src_mask, max_len)
+    b, k = int(src.shape[0]), int(beam_width)
+
+    def lp(n: int) -> float:
+        return length_penalty_factor(n, length_penalty)
+
+    # finished[i]: list of (score, tokens) for source i
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
+    with _eval_mode(model):
+        memory = model.encode(src, src_mask)  # (B, S, C), computed once
+        seqs = np.full((b, k, 1), bos_id, dtype=np.int64)  # live prefixes, <bos> first
+        logp_sum = np.zeros((b, k), dtype=np.float64)
+        logp_sum[:, 1:] = -np.inf  # at the start only one prefix (<bos>) is live
+        alive = np.arange(b)  # sources still searching
+        for t in range(1, max_len + 1):
+            n = alive.size
+            rows = asarray(np.repeat(alive, k))  # each live source K times
+            prefixes = seqs[alive].reshape(n * k, t)
+            logp = _next_log_probs(model, prefixes, memory[rows], src_mask[rows], (pad_id, bos_id))
+            v = logp.shape[-1]
+            cand = logp_sum[alive][:, :, None] + logp.reshape(n, k, v)  # (n, K, V)
+            flat = cand.reshape(n, k * v)
+            order = np.argsort(-flat, axis=1, kind="stable")[:, : 2 * k]  # (n, 2K), best first
+            new_seqs = np.full((n, k, t + 1), pad_id, dtype=np.int64)
+            new_sum = np.full((n, k), -np.inf)
+            still = np.ones(n, dtype=bool)
+            for j, i in enumerate(alive.tolist()):
+                n_live = 0
+                for rank, idx in enumerate(order[j].tolist()):
+                    s = float(flat[j, idx])
+                    if s == -np.inf:
+                        break
+                    beam, tok = divmod(idx, v)
+                    if tok == eos_id:
+                        if rank < k:
+                            tokens = seqs[i, beam, 1:].tolist() + [eos_id]
+                            finished[i].append((s / lp(t), tokens))
+                        continue
+                    new_seqs[j, n_live, :t] = seqs[i, beam]
+                    new_seqs[j, n_live, t] = tok
+                    new_sum[j, n_live] = s
+                    n_live += 1
+                    if n_live == k:
+                        break
+                best_live = new_sum[j, 0] / lp(t) if n_live else -np.inf
+                if len(finished[i]) >= k:
+                    worst = sorted(sc for sc, _ in finished[i])[-k]  # K-th best finished
+                    if best_live <= worst:
+                        still[j] = False
+                if n_live == 0:
+                    still[j] = False
+                if t == max_len and still[j]:  # out of length: live prefixes count as answers
+                    for m in range(n_live):
+                        finished[i].append((new_sum[j, m] / lp(t), new_seqs[j, m, 1:].tolist()))
+            full_seqs = np.full((b, k, t + 1), pad_id, dtype=np.int64)
+            full_seqs[alive] = new_seqs
+            seqs = full_seqs
+            logp_sum[alive] = new_sum
+            alive = alive[still]
+            if alive.size == 0:
+                break
+    best = [max(f, key=lambda h: h[0]) for f in finished]  # max keeps the first of equals
+    width = max(len(tokens) for _, tokens in best)
+    out = np.full((b, width), pad_id, dtype=np.int64)
+    for i, (_, tokens) in enumerate(best):
+        out[i, : len(tokens)] = tokens
+    if return_scores:
+        return out, np.array([sc for sc, _ in best], dtype=np.float64)
+    return out
+
+
+def sequence_log_prob(
+    model: Seq2SeqModel,
+    src: Any,
+    src_mask: Any,
+    ids: Any,
+    bos_id: int = BOS_ID,
+    eos_id: int = EOS_ID,
+    pad_id: int = PAD_ID,
+) -> np.ndarray:
+    """``log P(Y | X) = Σ_t log p(y_t | y_<t, X)`` of given outputs, by one teacher-forced pass.
+
+    ``ids`` (B, L) are outputs as the decoders return them (after ``<bos>``; the tokens up to
+    and including the first ``<eos>`` count, the rest is ignored). Returns (B,) float64 on the
+    host. Divide by ``length_penalty_factor(len, alpha)`` to compare with beam search's scores.
+    """
+    ids = np.asarray(to_numpy(ids), dtype=np.int64)
+    if ids.ndim != 2:
+        raise ValueError(f"ids must be a 2-D array (batch, length), got shape {ids.shape}")
+    src, src_mask = _check_inputs(src, src_mask, 1)
+    b = ids.shape[0]
+    # count a token if no <eos> came before it, and it is not padding
+    before_eos = np.cumsum(ids == eos_id, axis=1) - (ids == eos_id) == 0
+    counted = before_eos & (ids != pad_id)
+    tgt_in = np.concatenate([np.full((b, 1), bos_id, dtype=np.int64), ids[:, :-1]], axis=1)
+    reads = np.concatenate([np.ones((b, 1), dtype=bool), counted[:, :-1]], axis=1)
+    tgt_in = np.where(reads, tgt_in, pad_id)
+    with _eval_mode(model):
+        memory = model.encode(src, src_mask)
+        tgt_dev = asarray(tgt_in)
+        logits = to_numpy(model.decode(tgt_dev, memory, src_mask, tgt_dev != pad_id))
+    logp = _log_softmax(logits.astype(np.float64))  # (B, L, V)
+    picked = np.take_along_axis(logp, ids[:, :, None], axis=-1)[:, :, 0]  # (B, L)
+    return np.where(counted, picked, 0.0).sum(axis=1)
+
+
+def translate(
+    model: Seq2SeqModel,
+    texts: Sequence[str],
+    src_vocab: Vocab,
+    tgt_vocab: Vocab,
+    beam_width: int = 1,
+    max_len: int | None = None,
+    length_penalty: float = 0.6,
+) -> list[str]:
+    """Text in, text out: encode each source (symbols then ``<eos>``), decode greedily
+    (``beam_width=1``) or by beam search, and turn the ids back into text.
+
+    A symbol outside ``src_vocab`` raises a ``ValueError`` naming it and its position.
+    ``max_len`` (generated tokens) defaults to what the model's position table allows.
+    """
+    if isinstance(texts, str):
+        raise TypeError("translate expects a list of texts; wrap a single text in a list")
+    texts = list(texts)
+    if not texts:
+        return []
+    ids = [src_vocab.encode(t, add_eos=True) for t in texts]
+    limit = getattr(model, "max_len", None)
+    longest = max(len(s) for s in ids)
+    if limit is not None and longest > limit:
+        raise ValueError(
+            f"an input of {longest - 1} symbols (+ <eos>) is longer than this model's position "
+            f"table allows ({limit} positions)"
+        )
+    if max_len is None:
+        max_len = (limit - 1) if limit is not None else 2 * longest + 10
+    src = np.full((len(ids), longest), PAD_ID, dtype=np.int64)
+    for row, s in enumerate(ids):
+        src[row, : len(s)] = s
+    src_mask = src != PAD_ID
+    if beam_width > 1:
+        out = beam_search(model, src, src_mask, beam_width, max_len, length_penalty=length_penalty)
+    else:
+        out = greedy_decode(model, src, src_mask, max_len)
+    return [tgt_vocab.decode(row) for row in out]  # type: ignore[union-attr]

@@ -345,6 +345,11 @@ class Task:
     ask for at most). ``dedup_by`` says what makes two examples "the same" for :meth:`splits`:
     the source string (default), or the target (``dates``: the same day written in another
     format counts as the same example, so a held-out day is never seen in training at all).
+
+    ``stratum`` maps a pair to ``(group, size of that group)``, e.g. strings of one length and
+    how many such strings exist. :meth:`splits` lets the held-out set take at most half of any
+    group, so a small group (the ten one-letter strings) is never held out whole and missing
+    from training.
     """
 
     name: str
@@ -356,6 +361,9 @@ class Task:
     generate: Callable[[int, np.random.Generator], list[Pair]] = field(repr=False, compare=False)
     n_sources: int = field(repr=False)
     dedup_by: Literal["source", "target"] = field(default="source", repr=False)
+    stratum: Callable[[Pair], tuple[Any, int]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def sample(self, n: int, rng: RngLike) -> list[Pair]:
         """``n`` independent random pairs (duplicates possible); ``rng`` is a Generator or a seed.
@@ -371,8 +379,9 @@ class Task:
         No example occurs twice, and no held-out source occurs in the training set (examples
         are compared by ``dedup_by``). The held-out set comes from its own random stream, so a
         seed gives the same held-out set whatever ``n_train`` is: grow the training set and the
-        evaluation stays comparable. Asking for more distinct examples than the task has
-        (``n_sources``) raises a ``ValueError``.
+        evaluation stays comparable. The held-out set takes at most half of any ``stratum``
+        group, so training always sees every kind of example. Asking for more distinct
+        examples than the task has (``n_sources``) raises a ``ValueError``.
         """
         n_train = _check_count("n_train", n_train)
         n_heldout = _check_count("n_heldout", n_heldout)
@@ -388,13 +397,25 @@ class Task:
             )
         heldout_ss, train_ss = np.random.SeedSequence(int(seed)).spawn(2)
         seen: set[str] = set()
-        heldout = self._distinct(n_heldout, np.random.default_rng(heldout_ss), seen)
+        heldout = self._distinct(
+            n_heldout, np.random.default_rng(heldout_ss), seen, self.stratum
+        )
         train = self._distinct(n_train, np.random.default_rng(train_ss), seen)
         return train, heldout
 
-    def _distinct(self, n: int, rng: np.random.Generator, seen: set[str]) -> list[Pair]:
-        """Draw until ``n`` pairs whose key is not in ``seen`` are found (adds them to it)."""
+    def _distinct(
+        self,
+        n: int,
+        rng: np.random.Generator,
+        seen: set[str],
+        stratum: Callable[[Pair], tuple[Any, int]] | None = None,
+    ) -> list[Pair]:
+        """Draw until ``n`` pairs whose key is not in ``seen`` are found (adds them to it).
+
+        With ``stratum``, a pair is skipped once its group already holds half of its size.
+        """
         key = 0 if self.dedup_by == "source" else 1
+        taken: dict[Any, int] = {}
         out: list[Pair] = []
         drawn, budget = 0, 100 * n + 10_000
         while len(out) < n:
@@ -407,11 +428,17 @@ class Task:
             chunk = max(2 * (n - len(out)), 64)
             drawn += chunk
             for pair in self.generate(chunk, rng):
-                if pair[key] not in seen:
-                    seen.add(pair[key])
-                    out.append(pair)
-                    if len(out) == n:
-                        break
+                if pair[key] in seen:
+                    continue
+                if stratum is not None:
+                    group, size = stratum(pair)
+                    if taken.get(group, 0) >= size // 2:
+                        continue
+                    taken[group] = taken.get(group, 0) + 1
+                seen.add(pair[key])
+                out.append(pair)
+                if len(out) == n:
+                    break
         return out
 
     # -- encoding helpers, the convention of this module in one place --------------------------
@@ -431,6 +458,12 @@ class Task:
 # -- copy / reverse / sort ---------------------------------------------------------------------
 
 DEFAULT_ALPHABET = "abcdefghij"
+
+
+def _digits_stratum(pair: Pair) -> tuple[int, int]:
+    """Numbers grouped by their count of digits d: ten of one digit, 9 * 10**(d-1) of more."""
+    d = len(pair[1])
+    return d, 10 if d == 1 else 9 * 10 ** (d - 1)
 
 
 def _string_task(
@@ -470,6 +503,7 @@ def _string_task(
         max_tgt_len=max_len + 2,
         generate=generate,
         n_sources=sum(len(alphabet) ** k for k in range(min_len, max_len + 1)),
+        stratum=lambda pair: (len(pair[0]), len(alphabet) ** len(pair[0])),
     )
 
 
@@ -580,6 +614,7 @@ def numbers_task() -> Task:
         max_tgt_len=6 + 2,
         generate=generate,
         n_sources=1_000_000,
+        stratum=lambda pair: _digits_stratum(pair),
     )
 
 

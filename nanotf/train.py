@@ -310,17 +310,14 @@ def blas_threads(n: int | None) -> Iterator[None]:
     Why: the matrices of a small model are tiny ((B·T) x 64 times 64 x 64). On them a second
     BLAS thread gains nothing, and when another process competes for the cores, threads that
     spin-wait for each other make every product up to 10x slower (measured on the 2-core
-    machine: 42 ms per training step with one thread; 42-620 ms with two). Uses
-    ``threadpoolctl`` when it is installed; otherwise, and for ``n=None``, changes nothing.
+    machine: 42 ms per training step with one thread; 42-620 ms with two). ``n=None`` changes
+    nothing.
     """
     if n is None:
         yield
         return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
+    from threadpoolctl import threadpool_limits
+
     with threadpool_limits(limits=n, user_api="blas"):
         yield
 

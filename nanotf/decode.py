@@ -35,6 +35,7 @@ import numpy as np
 
 from .backend import asarray, to_numpy
 from .data import BOS_ID, EOS_ID, PAD_ID, Vocab
+from .functional import log_softmax_forward
 
 __all__ = [
     "Seq2SeqModel",
@@ -95,15 +96,14 @@ def _next_log_probs(
     (Recomputes the prefix: no key/value cache.)"""
     ys_dev = asarray(ys)
     logits = model.decode(ys_dev, memory, src_mask, ys_dev != PAD_ID)  # (B, t, V)
-    logp = _log_softmax(to_numpy(logits[:, -1, :]).astype(np.float64))
+    logp = _log_softmax(to_numpy(logits[:, -1, :]))
     logp[:, list(never)] = -np.inf
     return logp
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
-    """Row-wise ``log softmax`` on the host, float64."""
-    z = x - x.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    """Row-wise ``log softmax`` on the host, float64 (the op of ``nanotf.functional``)."""
+    return log_softmax_forward(x.astype(np.float64))[0]
 
 
 def greedy_decode(
@@ -295,7 +295,7 @@ def sequence_log_prob(
         memory = model.encode(src, src_mask)
         tgt_dev = asarray(tgt_in)
         logits = to_numpy(model.decode(tgt_dev, memory, src_mask, tgt_dev != pad_id))
-    logp = _log_softmax(logits.astype(np.float64))  # (B, L, V)
+    logp = _log_softmax(logits)  # (B, L, V)
     picked = np.take_along_axis(logp, ids[:, :, None], axis=-1)[:, :, 0]  # (B, L)
     return np.where(counted, picked, 0.0).sum(axis=1)
 

@@ -21,11 +21,24 @@ Tolerances (normwise relative error ``max|got - want| / max|want|``):
 Normwise rather than elementwise: elementwise relative error is undefined where an entry is
 (near) zero, and gradients such as LayerNorm's dx are sums that cancel to nearly zero by design.
 Measuring against the largest entry of the reference needs no ad-hoc absolute tolerance.
+
+For the tests of modules and whole models (``tests/nn``, ``tests/models``), against torch layers
+and Hugging Face ``transformers``:
+
+* ``model_dtype`` (float32 and float64) and ``float64``: the default dtype of the nanotf modules
+  a test builds, float32 restored after.
+* ``ref_rel_error``: normwise relative error against the reference's own size (each test file
+  states its tolerances); ``torch_key``, ``copy_into_torch`` and ``compare_param_grads`` map
+  nanotf parameter names onto torch's layers; ``hf_pair``, ``padded_ids`` and
+  ``assert_hf_grads_match`` do the same for a Hugging Face model, whose names nanotf shares;
+  ``DropoutReplay`` makes training-mode dropout a fixed function for finite differences, and
+  ``to_strict`` moves a model onto the strict CuPy stand-in.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,13 +47,19 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as tF
 
 import nanotf
 from nanotf import backend as nanotf_backend
+from nanotf.nn import Module
 from nanotf.testing import strict as strict_mod
 
 RTOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
 GRADCHECK_RTOL = 1e-9
+
+# torch on one thread in the whole suite (the model tests used to set this when imported, which
+# already made it session-wide whenever they were collected)
+torch.set_num_threads(1)
 
 
 # -- the gpu marker ---------------------------------------------------------------------------
@@ -258,6 +277,188 @@ def assert_gradcheck(errors: dict[str, float], op: str) -> None:
 
 def normal(rng: np.random.Generator, shape: Any, dtype: Any = np.float64) -> np.ndarray:
     return rng.standard_normal(shape).astype(dtype)
+
+
+# -- modules and models against torch and Hugging Face -----------------------------------------
+
+
+@pytest.fixture(params=["float32", "float64"])
+def model_dtype(request: pytest.FixtureRequest) -> Any:
+    """The default dtype of the nanotf modules a test builds; float32 is restored after."""
+    nanotf.set_default_dtype(request.param)
+    yield np.dtype(request.param)
+    nanotf.set_default_dtype("float32")
+
+
+@pytest.fixture
+def float64() -> Any:
+    """float64 as the default dtype of the nanotf modules a test builds (float32 after)."""
+    nanotf.set_default_dtype("float64")
+    yield np.dtype(np.float64)
+    nanotf.set_default_dtype("float32")
+
+
+def ref_rel_error(got: Any, want: Any, floor: float = 0.0) -> float:
+    """Normwise relative error against the reference: ``max|got - want| / max(max|want|, floor)``.
+
+    Unlike ``rel_error``, the scale leaves ``got`` out, so a result too large is not excused by
+    its own size. ``got`` may live on any backend, ``want`` may be a torch tensor. ``floor`` is
+    the scale below which a gradient counts as zero: the key projection's bias gets a gradient
+    that is exactly zero in exact arithmetic (adding one constant to every score of a row leaves
+    the softmax unchanged), so both sides hold only round-off, which is judged against the size
+    of the other gradients instead of its own.
+    """
+    g = np.asarray(nanotf.to_numpy(got), dtype=np.float64)
+    w = np.asarray(want.detach().numpy() if isinstance(want, torch.Tensor) else want, np.float64)
+    assert g.shape == w.shape, f"shapes differ: {g.shape} vs {w.shape}"
+    assert np.isfinite(g).all() and np.isfinite(w).all()
+    scale = max(np.abs(w).max(initial=0.0), floor)
+    return 0.0 if scale == 0.0 else float(np.abs(g - w).max() / scale)
+
+
+def has_exact_gelu() -> bool:
+    try:
+        import nanotf.functional._erf  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_erf = pytest.mark.skipif(
+    not has_exact_gelu(), reason="exact GELU needs nanotf.functional._erf (not there yet)"
+)
+
+TORCH_DTYPE = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
+TORCH_ACTIVATION = {
+    "relu": "relu",
+    "gelu": "gelu",  # exact erf form in both
+    "gelu_new": lambda x: tF.gelu(x, approximate="tanh"),
+}
+# gradients that are zero in exact arithmetic, judged against the largest one (ref_rel_error)
+ZERO_BY_SYMMETRY = ("k_proj.bias",)
+
+
+def torch_key(name: str, d_model: int) -> tuple[str, slice]:
+    """Our parameter name -> (torch name, rows of it): torch packs q, k, v into
+    ``in_proj_weight`` (3C, C), names the cross-attention ``multihead_attn`` and keeps the FFN's
+    linears on the layer itself."""
+    name = ("." + name).replace(".cross_attn.", ".multihead_attn.").replace(".ff.linear", ".linear")
+    name = name[1:]
+    m = re.fullmatch(r"(.*?)\.?([qkv])_proj\.(weight|bias)", name)
+    if m is None:
+        return name, slice(None)
+    i = "qkv".index(m[2])
+    prefix = f"{m[1]}." if m[1] else ""
+    return f"{prefix}in_proj_{m[3]}", slice(i * d_model, (i + 1) * d_model)
+
+
+def copy_into_torch(module: Module, ref: torch.nn.Module, d_model: int) -> None:
+    """Every torch parameter is written from ours, by name (every one of them exactly once)."""
+    ref_params = dict(ref.named_parameters(remove_duplicate=False))
+    written: set[str] = set()
+    with torch.no_grad():
+        for name, array in module.state_dict().items():
+            key, rows = torch_key(name, d_model)
+            assert key in ref_params, f"{name} -> {key} is not a torch parameter"
+            ref_params[key][rows] = torch.from_numpy(np.array(nanotf.to_numpy(array)))
+            written.add(key)
+    assert written == set(ref_params), f"not written: {set(ref_params) - written}"
+
+
+def compare_param_grads(module: Module, ref: torch.nn.Module, d_model: int, tol: float) -> None:
+    """Every parameter gradient of ``module`` against its torch counterpart (``torch_key``), to
+    ``tol``; every torch gradient is compared, and each of ours keeps the reference's dtype."""
+    ref_params = dict(ref.named_parameters(remove_duplicate=False))
+    mapped = {id(ref_params[torch_key(n, d_model)[0]]) for n, _ in module.named_parameters()}
+    assert mapped == set(map(id, ref.parameters())), "a torch gradient is not compared"
+    largest = max(float(p.grad.abs().max()) for p in ref.parameters())
+    for name, p in module.named_parameters():
+        key, rows = torch_key(name, d_model)
+        want = ref_params[key].grad[rows].numpy()
+        assert p.grad.dtype == want.dtype, f"d{name} has dtype {p.grad.dtype}, not {want.dtype}"
+        floor = largest if name.endswith(ZERO_BY_SYMMETRY) else 0.0
+        err = ref_rel_error(p.grad, want, floor)
+        assert err <= tol, f"d{name}: relative error {err:.3g} > {tol:g}"
+
+
+def padded_ids(
+    vocab: int = 100, batch: int = 3, length: int = 7, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids in [1, vocab) and the attention mask (1 = real token) of a batch whose rows 1
+    and 2 end in padding (id 0): the last two positions of row 1, the second half of row 2."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, vocab, (batch, length))
+    mask = np.ones((batch, length), dtype=np.int64)
+    mask[1, length - 2 :] = 0
+    mask[2, length // 2 :] = 0
+    ids[mask == 0] = 0
+    return ids, mask
+
+
+def copy_from_hf(ours: Module, hf: torch.nn.Module) -> None:
+    ours.load_state_dict({k: v.detach().numpy() for k, v in hf.state_dict().items()})
+
+
+def hf_pair(hf_cls: Any, our_cls: Any, cfg: Any, dtype: Any) -> tuple[Any, Any]:
+    """A Hugging Face model of config ``cfg`` (eval, float32 or .double()) and nanotf's, built
+    ``from_config`` with the same weights copied in by name."""
+    torch.manual_seed(0)
+    hf = hf_cls(cfg).eval()
+    if dtype == np.float64:
+        hf = hf.double()
+    ours = our_cls.from_config(cfg.to_dict())
+    ours.eval()
+    copy_from_hf(ours, hf)
+    return hf, ours
+
+
+# the key projection's bias in BERT and DistilBERT: no gradient in exact arithmetic
+HF_KEY_BIAS = ("attention.self.key.bias", "attention.k_lin.bias")
+
+
+def assert_hf_grads_match(ours: Module, hf: torch.nn.Module, dtype: Any, tol: float) -> float:
+    """Every Hugging Face parameter's gradient equals nanotf's by name, to ``tol``, in ``dtype``;
+    the key biases are checked to be zero relative to the largest gradient on both sides.
+    Returns the worst error."""
+    mine = dict(ours._named_parameters_all())  # tied parameters under each of their names
+    hf_params = dict(hf.named_parameters())
+    assert set(hf_params) <= set(mine)
+    largest = max(float(np.abs(p.grad.numpy()).max()) for p in hf_params.values())
+    worst = 0.0
+    for name, p in hf_params.items():
+        got, want = nanotf.to_numpy(mine[name].grad), p.grad.numpy()
+        assert got.dtype == dtype, f"{name}.grad has dtype {got.dtype}"
+        if name.endswith(HF_KEY_BIAS):  # zero in exact arithmetic
+            assert np.abs(got).max() <= tol * largest, name
+            assert np.abs(want).max() <= tol * largest, name
+            continue
+        err = ref_rel_error(got, want)
+        worst = max(worst, err)
+        assert err <= tol, f"grad of {name}: relative error {err:.3g}"
+    return worst
+
+
+class DropoutReplay(Module):
+    """Reseeds nanotf's generator before every forward, so training-mode dropout draws the same
+    masks each time and the model is a fixed function that finite differences can check (its
+    parameters are named ``model.*``)."""
+
+    def __init__(self, model: Module, seed: int) -> None:
+        super().__init__()
+        self.model, self.seed = model, seed
+
+    def forward(self, *args: Any) -> Any:
+        nanotf.manual_seed(self.seed)
+        return self.model.forward(*args)
+
+    def backward(self, dout: Any) -> Any:
+        return self.model.backward(dout)
+
+
+def to_strict(model: Module) -> None:
+    """Move every parameter onto the CPU stand-in for CuPy (refuses silent host conversion)."""
+    for p in model.parameters():
+        p.data, p.grad = strict_mod.asarray(p.data), strict_mod.asarray(p.grad)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -366,8 +366,8 @@ class BertEncoder(Module):
         return x
 
     def backward(self, dout: Any) -> Any:
-        for i in reversed(range(len(self.layer))):
-            dout = self.layer[i].backward(dout)
+        for layer in reversed(self.layer):
+            dout = layer.backward(dout)
         return dout
 
 

@@ -174,8 +174,8 @@ class Transformer(Module):
         return x
 
     def backward(self, dout: Any) -> Any:
-        for i in reversed(range(len(self.layer))):
-            dout = self.layer[i].backward(dout)
+        for layer in reversed(self.layer):
+            dout = layer.backward(dout)
         return dout
 
 

@@ -77,7 +77,7 @@ class TransformerEncoder(Module):
         """dout: (B, S, C), the gradient of the memory -> gradient of the embedded source."""
         if self.norm is not None:
             dout = self.norm.backward(dout)
-        for layer in reversed(list(self.layers)):
+        for layer in reversed(self.layers):
             dout = layer.backward(dout)  # (B, S, C)
         return dout
 
@@ -124,7 +124,7 @@ class TransformerDecoder(Module):
         if self.norm is not None:
             dout = self.norm.backward(dout)
         dmemory = None
-        for layer in reversed(list(self.layers)):
+        for layer in reversed(self.layers):
             dout, dmem = layer.backward(dout)  # (B, T, C), (B, S, C)
             dmemory = dmem if dmemory is None else dmemory + dmem
         return dout, dmemory

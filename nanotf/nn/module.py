@@ -213,3 +213,7 @@ class ModuleList(Module):
 
     def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())
+
+    def __reversed__(self) -> Iterator[Module]:
+        """Last to first: the order in which a backward pass walks a stack of layers."""
+        return reversed(self._modules.values())

@@ -32,6 +32,14 @@ from nanotf.gradcheck import gradcheck_module
 from nanotf.models import BertForMaskedLM, BertModel
 from nanotf.nn import Dropout, Module
 from nanotf.testing import strict as strict_mod
+from tests.conftest import (
+    DropoutReplay,
+    assert_hf_grads_match,
+    hf_pair,
+    padded_ids,
+    ref_rel_error,
+    to_strict,
+)
 
 RTOL_OUT = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-9}
 RTOL_GRAD = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-9}
@@ -56,35 +64,8 @@ TINY = dict(
     attention_probs_dropout_prob=0.0,
 )
 
-torch.set_num_threads(1)
-
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["float32", "float64"])
-def dtype(request: pytest.FixtureRequest):
-    """The default dtype of nanotf parameters for one test; float32 is restored after."""
-    nanotf.set_default_dtype(request.param)
-    yield np.dtype(request.param)
-    nanotf.set_default_dtype("float32")
-
-
-@pytest.fixture
-def float64():
-    nanotf.set_default_dtype("float64")
-    yield np.dtype(np.float64)
-    nanotf.set_default_dtype("float32")
-
-
-def rel_error(got, want) -> float:
-    """Normwise relative error max|got - want| / max|want|."""
-    g = np.asarray(nanotf.to_numpy(got), dtype=np.float64)
-    w = np.asarray(want, dtype=np.float64)
-    assert g.shape == w.shape, f"shapes differ: {g.shape} vs {w.shape}"
-    assert np.isfinite(g).all()
-    scale = np.abs(w).max(initial=0.0)
-    return 0.0 if scale == 0.0 else float(np.abs(g - w).max() / scale)
 
 
 def hf_config(**overrides) -> transformers.BertConfig:
@@ -94,12 +75,7 @@ def hf_config(**overrides) -> transformers.BertConfig:
 
 def make_inputs(vocab: int = 100, batch: int = 3, length: int = 7, seed: int = 0):
     """ids with padding (pad id 0) at the end of two rows, and token types 0 then 1."""
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(1, vocab, (batch, length))
-    mask = np.ones((batch, length), dtype=np.int64)
-    mask[1, length - 2 :] = 0
-    mask[2, length // 2 :] = 0
-    ids[mask == 0] = 0
+    ids, mask = padded_ids(vocab, batch, length, seed)
     types = np.zeros((batch, length), dtype=np.int64)
     types[:, length // 2 + 1 :] = 1
     types[2, :] = 0  # a row with one segment only
@@ -107,21 +83,9 @@ def make_inputs(vocab: int = 100, batch: int = 3, length: int = 7, seed: int = 0
     return ids, mask, types
 
 
-def copy_from_hf(ours: Module, hf: torch.nn.Module) -> None:
-    ours.load_state_dict({k: v.detach().numpy() for k, v in hf.state_dict().items()})
-
-
 def build_pair(hf_cls, our_cls, dtype, **overrides):
     """A Hugging Face model (eval, float32 or .double()) and nanotf's, weights copied."""
-    torch.manual_seed(0)
-    cfg = hf_config(**overrides)
-    hf = hf_cls(cfg).eval()
-    if dtype == np.float64:
-        hf = hf.double()
-    ours = our_cls.from_config(cfg.to_dict())
-    ours.eval()
-    copy_from_hf(ours, hf)
-    return hf, ours
+    return hf_pair(hf_cls, our_cls, hf_config(**overrides), dtype)
 
 
 def hf_forward(hf, ids, mask, types):
@@ -131,30 +95,6 @@ def hf_forward(hf, ids, mask, types):
         token_type_ids=torch.from_numpy(types),
         output_attentions=True,
     )
-
-
-def is_key_bias(name: str) -> bool:
-    return name.endswith(("attention.self.key.bias", "attention.k_lin.bias"))
-
-
-def assert_grads_match(ours: Module, hf: torch.nn.Module, dtype) -> float:
-    """Every Hugging Face parameter's gradient equals nanotf's by name; returns the worst error."""
-    mine = dict(ours._named_parameters_all())  # tied parameters under each of their names
-    hf_params = dict(hf.named_parameters())
-    assert set(hf_params) <= set(mine)
-    largest = max(float(np.abs(p.grad.numpy()).max()) for p in hf_params.values())
-    worst = 0.0
-    for name, p in hf_params.items():
-        got, want = nanotf.to_numpy(mine[name].grad), p.grad.numpy()
-        assert got.dtype == dtype, f"{name}.grad has dtype {got.dtype}"
-        if is_key_bias(name):  # zero in exact arithmetic
-            assert np.abs(got).max() <= RTOL_GRAD[dtype] * largest, name
-            assert np.abs(want).max() <= RTOL_GRAD[dtype] * largest, name
-            continue
-        err = rel_error(got, want)
-        worst = max(worst, err)
-        assert err <= RTOL_GRAD[dtype], f"grad of {name}: relative error {err:.3g}"
-    return worst
 
 
 # -- structure and loading ----------------------------------------------------------------------
@@ -224,41 +164,44 @@ def test_old_checkpoint_buffers_load_and_are_checked():
 
 
 @pytest.mark.parametrize("act", ["gelu", "gelu_new", "relu"])
-def test_bert_model_matches_hugging_face(act, dtype):
-    hf, ours = build_pair(transformers.BertModel, BertModel, dtype, hidden_act=act)
+def test_bert_model_matches_hugging_face(act, model_dtype):
+    hf, ours = build_pair(transformers.BertModel, BertModel, model_dtype, hidden_act=act)
     ids, mask, types = make_inputs()
     out = hf_forward(hf, ids, mask, types)
     h = ours.forward(ids, mask, types)
-    assert h.dtype == dtype and h.shape == (3, 7, 48)
-    assert rel_error(h, out.last_hidden_state.detach().numpy()) <= RTOL_OUT[dtype]
+    assert h.dtype == model_dtype and h.shape == (3, 7, 48)
+    assert ref_rel_error(h, out.last_hidden_state.detach().numpy()) <= RTOL_OUT[model_dtype]
     pooled = ours.pooler_output
-    assert rel_error(pooled, out.pooler_output.detach().numpy()) <= RTOL_OUT[dtype]
+    assert ref_rel_error(pooled, out.pooler_output.detach().numpy()) <= RTOL_OUT[model_dtype]
     for i, probs in enumerate(out.attentions):
         got = ours.intermediate(f"encoder.layer.{i}.attention.self.probs")
-        assert rel_error(got, probs.detach().numpy()) <= RTOL_OUT[dtype]
+        assert ref_rel_error(got, probs.detach().numpy()) <= RTOL_OUT[model_dtype]
     rng = np.random.default_rng(1)
-    dout = rng.standard_normal(h.shape).astype(dtype)
-    dpool = rng.standard_normal(pooled.shape).astype(dtype)
+    dout = rng.standard_normal(h.shape).astype(model_dtype)
+    dpool = rng.standard_normal(pooled.shape).astype(model_dtype)
     dout_before = dout.copy()
     loss = (out.last_hidden_state * torch.from_numpy(dout)).sum()
     (loss + (out.pooler_output * torch.from_numpy(dpool)).sum()).backward()
     assert ours.backward(dout, dpool) is None
     np.testing.assert_array_equal(dout, dout_before)  # the caller's gradient is left alone
-    assert_grads_match(ours, hf, dtype)
+    assert_hf_grads_match(ours, hf, model_dtype, RTOL_GRAD[model_dtype])
 
 
 @pytest.mark.parametrize("act", ["gelu", "gelu_new"])
-def test_masked_lm_matches_hugging_face(act, dtype):
-    hf, ours = build_pair(transformers.BertForMaskedLM, BertForMaskedLM, dtype, hidden_act=act)
+def test_masked_lm_matches_hugging_face(act, model_dtype):
+    hf, ours = build_pair(
+        transformers.BertForMaskedLM, BertForMaskedLM, model_dtype, hidden_act=act
+    )
     ids, mask, types = make_inputs()
     out = hf_forward(hf, ids, mask, types)
     logits = ours.forward(ids, mask, types)
     assert logits.shape == (3, 7, 100)
-    assert rel_error(logits, out.logits.detach().numpy()) <= RTOL_OUT[dtype]
-    dout = np.random.default_rng(2).standard_normal(logits.shape).astype(dtype)
+    assert ref_rel_error(logits, out.logits.detach().numpy()) <= RTOL_OUT[model_dtype]
+    dout = np.random.default_rng(2).standard_normal(logits.shape).astype(model_dtype)
     (out.logits * torch.from_numpy(dout)).sum().backward()
     ours.backward(dout)
-    assert_grads_match(ours, hf, dtype)  # the tied word-embedding gradient sums both uses
+    # the tied word-embedding gradient sums both uses
+    assert_hf_grads_match(ours, hf, model_dtype, RTOL_GRAD[model_dtype])
 
 
 def test_gradients_accumulate_over_backward_calls(float64):
@@ -280,9 +223,9 @@ def test_default_token_types_and_mask(float64):
     hf, ours = build_pair(transformers.BertModel, BertModel, float64, hidden_act="gelu_new")
     ids, _, _ = make_inputs()
     want = hf(torch.from_numpy(ids)).last_hidden_state.detach().numpy()
-    assert rel_error(ours.forward(ids), want) <= RTOL_OUT[float64]
+    assert ref_rel_error(ours.forward(ids), want) <= RTOL_OUT[float64]
     bool_mask = np.ones(ids.shape, dtype=bool)
-    assert rel_error(ours.forward(ids, bool_mask), want) <= RTOL_OUT[float64]
+    assert ref_rel_error(ours.forward(ids, bool_mask), want) <= RTOL_OUT[float64]
 
 
 def test_intermediates_and_their_gradients_are_visible(float64):
@@ -303,8 +246,8 @@ def test_intermediates_and_their_gradients_are_visible(float64):
     ours.backward(dout)
 
     pre = "encoder.layer.1.intermediate.pre_activation"
-    assert rel_error(ours.intermediate(pre), kept["pre"].detach().numpy()) <= 1e-9
-    assert rel_error(ours.intermediate_grad(pre), kept["pre"].grad.numpy()) <= 1e-9
+    assert ref_rel_error(ours.intermediate(pre), kept["pre"].detach().numpy()) <= 1e-9
+    assert ref_rel_error(ours.intermediate_grad(pre), kept["pre"].grad.numpy()) <= 1e-9
     names = dict(ours.named_intermediates())
     for layer in range(2):
         for what in ("scores", "probs"):
@@ -331,22 +274,6 @@ def test_dropout_follows_train_and_eval(float64):
     assert not np.allclose(a, b)
     model.eval()
     np.testing.assert_array_equal(model.forward(ids, mask, types), model.forward(ids, mask, types))
-
-
-class _Reseeded(Module):
-    """Reseeds nanotf's generator before every forward, so dropout draws the same masks each
-    time and a finite-difference check can see whether the backward applies them."""
-
-    def __init__(self, model: Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, *args):
-        nanotf.manual_seed(7)
-        return self.model.forward(*args)
-
-    def backward(self, dout):
-        return self.model.backward(dout)
 
 
 class _WithPooler(Module):
@@ -399,14 +326,8 @@ def test_gradcheck_in_training_mode_uses_the_forward_dropout_masks(float64):
     cfg = tiny(hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2, initializer_range=0.5)
     model = BertModel.from_config(cfg)
     model.train()
-    errors = gradcheck_module(_Reseeded(model), *tiny_inputs(), max_per_tensor=3)
+    errors = gradcheck_module(DropoutReplay(model, 7), *tiny_inputs(), max_per_tensor=3)
     assert max(errors.values()) <= GRADCHECK_RTOL, errors
-
-
-def to_strict(model: Module) -> None:
-    """Move every parameter onto the CPU stand-in for CuPy (refuses silent host conversion)."""
-    for p in model.parameters():
-        p.data, p.grad = strict_mod.asarray(p.data), strict_mod.asarray(p.grad)
 
 
 @pytest.mark.parametrize("kind", ["model_pre_ln", "mlm"])
@@ -445,11 +366,11 @@ def test_pre_ln_has_the_same_keys_and_a_different_output(float64):
         m.eval()
     ids, mask, types = make_inputs()
     a, b = post.forward(ids, mask, types), pre.forward(ids, mask, types)
-    assert rel_error(b, a) > 0.1
+    assert ref_rel_error(b, a) > 0.1
     assert "norm_first=True" in repr(pre)
 
 
-def test_pre_ln_layer_matches_torch_transformer_encoder_layer(dtype):
+def test_pre_ln_layer_matches_torch_transformer_encoder_layer(model_dtype):
     cfg = hf_config(num_hidden_layers=1, hidden_act="gelu", norm_first=True, layer_norm_eps=1e-6)
     nanotf.manual_seed(3)
     model = BertModel.from_config({**cfg.to_dict(), "initializer_range": 0.2})
@@ -468,7 +389,7 @@ def test_pre_ln_layer_matches_torch_transformer_encoder_layer(dtype):
         layer_norm_eps=1e-6,
         batch_first=True,
         norm_first=True,
-        dtype=torch.float64 if dtype == np.float64 else None,
+        dtype=torch.float64 if model_dtype == np.float64 else None,
     )
     sd = layer.state_dict()
     t = {k: torch.from_numpy(v.copy()) for k, v in sd.items()}
@@ -495,18 +416,18 @@ def test_pre_ln_layer_matches_torch_transformer_encoder_layer(dtype):
     ref.eval()
     _, mask, _ = make_inputs()
     rng = np.random.default_rng(6)
-    x = rng.standard_normal((3, 7, 48)).astype(dtype)
-    dout = rng.standard_normal((3, 7, 48)).astype(dtype)
+    x = rng.standard_normal((3, 7, 48)).astype(model_dtype)
+    dout = rng.standard_normal((3, 7, 48)).astype(model_dtype)
     xt = torch.from_numpy(x.copy()).requires_grad_(True)
     want = ref(xt, src_key_padding_mask=torch.from_numpy(mask == 0))
     (want * torch.from_numpy(dout)).sum().backward()
     got = layer.forward(x, mask)
-    assert rel_error(got, want.detach().numpy()) <= RTOL_OUT[dtype]
-    assert rel_error(layer.backward(dout), xt.grad.numpy()) <= RTOL_GRAD[dtype]
+    assert ref_rel_error(got, want.detach().numpy()) <= RTOL_OUT[model_dtype]
+    assert ref_rel_error(layer.backward(dout), xt.grad.numpy()) <= RTOL_GRAD[model_dtype]
     params = dict(layer.named_parameters())
     grads = {k: v.grad for k, v in ref.named_parameters()}
     qkv_w = np.concatenate([params[f"{attn}{p}.weight"].grad for p in ("query", "key", "value")])
-    assert rel_error(qkv_w, grads["self_attn.in_proj_weight"].numpy()) <= RTOL_GRAD[dtype]
+    assert ref_rel_error(qkv_w, grads["self_attn.in_proj_weight"].numpy()) <= RTOL_GRAD[model_dtype]
     for ref_name, ours in [
         ("self_attn.out_proj.weight", "attention.output.dense.weight"),
         ("norm1.weight", "attention.output.LayerNorm.weight"),
@@ -515,8 +436,8 @@ def test_pre_ln_layer_matches_torch_transformer_encoder_layer(dtype):
         ("linear2.bias", "output.dense.bias"),
         ("norm2.weight", "output.LayerNorm.weight"),
     ]:
-        err = rel_error(params[ours].grad, grads[ref_name].numpy())
-        assert err <= RTOL_GRAD[dtype], f"{ours} vs torch {ref_name}: {err:.3g}"
+        err = ref_rel_error(params[ours].grad, grads[ref_name].numpy())
+        assert err <= RTOL_GRAD[model_dtype], f"{ours} vs torch {ref_name}: {err:.3g}"
 
 
 # -- bad input ----------------------------------------------------------------------------------

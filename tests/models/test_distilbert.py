@@ -23,6 +23,7 @@ from nanotf.gradcheck import gradcheck_module
 from nanotf.models import DistilBertModel
 from nanotf.nn import Dropout
 from nanotf.testing import strict as strict_mod
+from tests.conftest import assert_hf_grads_match, hf_pair, padded_ids, ref_rel_error, to_strict
 
 RTOL_OUT = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-9}
 RTOL_GRAD = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-9}
@@ -32,59 +33,14 @@ SMALL = dict(
     vocab_size=100, dim=48, n_layers=2, n_heads=3, hidden_dim=64, max_position_embeddings=32
 )
 
-torch.set_num_threads(1)
-
-
-@pytest.fixture(params=["float32", "float64"])
-def dtype(request: pytest.FixtureRequest):
-    """The default dtype of nanotf parameters for one test; float32 is restored after."""
-    nanotf.set_default_dtype(request.param)
-    yield np.dtype(request.param)
-    nanotf.set_default_dtype("float32")
-
-
-@pytest.fixture
-def float64():
-    nanotf.set_default_dtype("float64")
-    yield np.dtype(np.float64)
-    nanotf.set_default_dtype("float32")
-
-
-def rel_error(got, want) -> float:
-    """Normwise relative error max|got - want| / max|want|."""
-    g = np.asarray(nanotf.to_numpy(got), dtype=np.float64)
-    w = np.asarray(want, dtype=np.float64)
-    assert g.shape == w.shape, f"shapes differ: {g.shape} vs {w.shape}"
-    assert np.isfinite(g).all()
-    scale = np.abs(w).max(initial=0.0)
-    return 0.0 if scale == 0.0 else float(np.abs(g - w).max() / scale)
-
 
 def hf_config(**overrides) -> transformers.DistilBertConfig:
     kw = {**SMALL, "activation": "gelu_new", "attn_implementation": "eager", **overrides}
     return transformers.DistilBertConfig(**kw)
 
 
-def make_inputs(vocab: int = 100, batch: int = 3, length: int = 7, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(1, vocab, (batch, length))
-    mask = np.ones((batch, length), dtype=np.int64)
-    mask[1, length - 2 :] = 0
-    mask[2, length // 2 :] = 0
-    ids[mask == 0] = 0
-    return ids, mask
-
-
 def build_pair(dtype, **overrides):
-    torch.manual_seed(0)
-    cfg = hf_config(**overrides)
-    hf = transformers.DistilBertModel(cfg).eval()
-    if dtype == np.float64:
-        hf = hf.double()
-    ours = DistilBertModel.from_config(cfg.to_dict())
-    ours.eval()
-    ours.load_state_dict({k: v.detach().numpy() for k, v in hf.state_dict().items()})
-    return hf, ours
+    return hf_pair(transformers.DistilBertModel, DistilBertModel, hf_config(**overrides), dtype)
 
 
 def test_state_dict_keys_and_shapes_are_hugging_faces():
@@ -100,31 +56,22 @@ def test_state_dict_keys_and_shapes_are_hugging_faces():
 
 
 @pytest.mark.parametrize("act", ["gelu", "gelu_new", "relu"])
-def test_matches_hugging_face(act, dtype):
-    hf, ours = build_pair(dtype, activation=act)
-    ids, mask = make_inputs()
+def test_matches_hugging_face(act, model_dtype):
+    hf, ours = build_pair(model_dtype, activation=act)
+    ids, mask = padded_ids()
     out = hf(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), output_attentions=True)
     h = ours.forward(ids, mask)
-    assert h.dtype == dtype and h.shape == (3, 7, 48)
-    assert rel_error(h, out.last_hidden_state.detach().numpy()) <= RTOL_OUT[dtype]
+    assert h.dtype == model_dtype and h.shape == (3, 7, 48)
+    assert ref_rel_error(h, out.last_hidden_state.detach().numpy()) <= RTOL_OUT[model_dtype]
     for i, probs in enumerate(out.attentions):
         got = ours.intermediate(f"transformer.layer.{i}.attention.probs")
-        assert rel_error(got, probs.detach().numpy()) <= RTOL_OUT[dtype]
-    dout = np.random.default_rng(1).standard_normal(h.shape).astype(dtype)
+        assert ref_rel_error(got, probs.detach().numpy()) <= RTOL_OUT[model_dtype]
+    dout = np.random.default_rng(1).standard_normal(h.shape).astype(model_dtype)
     (out.last_hidden_state * torch.from_numpy(dout)).sum().backward()
     assert ours.backward(dout) is None
-    mine = dict(ours.named_parameters())
-    hf_params = dict(hf.named_parameters())
-    assert set(mine) == set(hf_params)
-    largest = max(float(np.abs(p.grad.numpy()).max()) for p in hf_params.values())
-    for name, p in hf_params.items():
-        got, want = nanotf.to_numpy(mine[name].grad), p.grad.numpy()
-        assert got.dtype == dtype
-        if name.endswith("k_lin.bias"):  # zero in exact arithmetic
-            assert np.abs(got).max() <= RTOL_GRAD[dtype] * largest
-            continue
-        err = rel_error(got, want)
-        assert err <= RTOL_GRAD[dtype], f"grad of {name}: relative error {err:.3g}"
+    assert set(dict(ours.named_parameters())) == set(dict(hf.named_parameters()))
+    # every gradient by name; k_lin.bias (zero in exact arithmetic) against the largest one
+    assert_hf_grads_match(ours, hf, model_dtype, RTOL_GRAD[model_dtype])
 
 
 def test_sinusoidal_position_table_is_hugging_faces():
@@ -136,14 +83,14 @@ def test_sinusoidal_position_table_is_hugging_faces():
     np.testing.assert_allclose(table, want, rtol=0, atol=1e-6)
     assert table[0, 0] == 0 and table[0, 1] == 1  # sin(0), cos(0)
     ours.eval()
-    ids, mask = make_inputs()
+    ids, mask = padded_ids()
     ours.backward(np.ones(ours.forward(ids, mask).shape, np.float32))
     assert ours.embeddings.position_embeddings.weight.grad[:7].any()  # trained, as in HF 5
 
 
 def test_intermediates_and_their_gradients_are_visible(float64):
     hf, ours = build_pair(float64)
-    ids, mask = make_inputs()
+    ids, mask = padded_ids()
     kept = {}
 
     def keep(_module, _inputs, output):
@@ -157,8 +104,8 @@ def test_intermediates_and_their_gradients_are_visible(float64):
     (out.last_hidden_state * torch.from_numpy(dout)).sum().backward()
     ours.backward(dout)
     name = "transformer.layer.0.ffn.pre_activation"
-    assert rel_error(ours.intermediate(name), kept["pre"].detach().numpy()) <= 1e-9
-    assert rel_error(ours.intermediate_grad(name), kept["pre"].grad.numpy()) <= 1e-9
+    assert ref_rel_error(ours.intermediate(name), kept["pre"].detach().numpy()) <= 1e-9
+    assert ref_rel_error(ours.intermediate_grad(name), kept["pre"].grad.numpy()) <= 1e-9
     assert ours.intermediate_grad("transformer.layer.1.attention.scores").shape == (3, 3, 7, 7)
     xhat = ours.intermediate("transformer.layer.1.sa_layer_norm.xhat")
     np.testing.assert_allclose(xhat.mean(-1), 0, atol=1e-12)
@@ -168,7 +115,7 @@ def test_dropout_instances_and_modes():
     model = DistilBertModel.from_config(hf_config(dropout=0.3, attention_dropout=0.3).to_dict())
     drops = [m for _, m in model.named_modules() if isinstance(m, Dropout)]
     assert len(set(map(id, drops))) == len(drops) == 1 + 2  # embeddings, ffn per layer
-    ids, mask = make_inputs()
+    ids, mask = padded_ids()
     model.train()
     assert not np.allclose(model.forward(ids, mask), model.forward(ids, mask))
     model.eval()
@@ -179,14 +126,13 @@ def test_runs_unchanged_on_the_cupy_stand_in():
     """No silent NumPy conversion anywhere (as CuPy would refuse), bit-identical results."""
     model = DistilBertModel.from_config(hf_config(sinusoidal_pos_embds=True).to_dict())
     model.eval()
-    ids, mask = make_inputs()
+    ids, mask = padded_ids()
     want = model.forward(ids, mask)
     dout = np.random.default_rng(4).standard_normal(want.shape).astype(np.float32)
     model.backward(dout)
     grads = {n: p.grad.copy() for n, p in model.named_parameters()}
     model.zero_grad()
-    for p in model.parameters():
-        p.data, p.grad = strict_mod.asarray(p.data), strict_mod.asarray(p.grad)
+    to_strict(model)
     got = model.forward(strict_mod.asarray(ids), strict_mod.asarray(mask))
     model.backward(strict_mod.asarray(dout))
     np.testing.assert_array_equal(nanotf.to_numpy(got), want)
@@ -211,7 +157,7 @@ def test_whole_model_gradcheck(act, float64):
     )
     model = DistilBertModel.from_config(cfg.to_dict())
     model.eval()
-    ids, mask = make_inputs(vocab=20, length=5, seed=3)
+    ids, mask = padded_ids(vocab=20, length=5, seed=3)
     errors = gradcheck_module(model, ids, mask, max_per_tensor=4)
     assert len(errors) == len(list(model.named_parameters()))
     assert max(errors.values()) <= GRADCHECK_RTOL, errors
@@ -228,7 +174,7 @@ def test_errors():
     with pytest.raises(ValueError, match="not divisible"):
         DistilBertModel.from_config({**good, "n_heads": 5})
     model = DistilBertModel.from_config(good)
-    ids, mask = make_inputs()
+    ids, mask = padded_ids()
     with pytest.raises(ValueError, match=r"40.*max_position_embeddings=32"):
         model.forward(np.ones((1, 40), dtype=np.int64))
     with pytest.raises(ValueError, match=r"attention_mask.*\(3, 7\)"):

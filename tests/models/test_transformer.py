@@ -16,7 +16,6 @@ Tolerances are normwise relative errors ``max|ours - torch| / max|torch|`` (see 
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 import pytest
@@ -28,82 +27,27 @@ from nanotf.functional import cross_entropy_backward, cross_entropy_forward
 from nanotf.gradcheck import gradcheck_module
 from nanotf.models import Transformer
 from nanotf.nn import Module
+from tests.conftest import (
+    TORCH_ACTIVATION,
+    TORCH_DTYPE,
+    DropoutReplay,
+    compare_param_grads,
+    copy_into_torch,
+    needs_erf,
+    ref_rel_error,
+)
 
 # float32: outputs (logits, loss) and gradients; float64: both. Both sides round at 6e-8
 # (float32) or 1e-16 (float64) per operation, through a few hundred chained operations.
 OUT_RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-9}
 GRAD_RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-9}
-# gradients that are zero in exact arithmetic, judged against the model's largest (rel_error)
-ZERO_BY_SYMMETRY = ("k_proj.bias",)
 # whole-model finite differences (float64, seven-point stencil in nanotf.gradcheck)
 GRADCHECK_RTOL = 1e-8
 
 PAD = 0
-TORCH_DTYPE = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
-TORCH_ACTIVATION = {
-    "relu": "relu",
-    "gelu": "gelu",
-    "gelu_new": lambda x: tF.gelu(x, approximate="tanh"),
-}
-
-
-def has_exact_gelu() -> bool:
-    try:
-        import nanotf.functional._erf  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_erf = pytest.mark.skipif(
-    not has_exact_gelu(), reason="exact GELU needs nanotf.functional._erf (not there yet)"
-)
-
-
-@pytest.fixture(params=["float32", "float64"])
-def model_dtype(request: pytest.FixtureRequest):
-    """Models built in this test are made in the given default dtype (float32 restored after)."""
-    nanotf.set_default_dtype(request.param)
-    yield np.dtype(request.param)
-    nanotf.set_default_dtype("float32")
-
-
-@pytest.fixture
-def float64():
-    nanotf.set_default_dtype("float64")
-    yield np.dtype(np.float64)
-    nanotf.set_default_dtype("float32")
-
-
-def rel_error(got, want, floor: float = 0.0) -> float:
-    """Normwise relative error ``max|got - want| / max(max|want|, floor)``.
-
-    ``floor`` is the scale below which a gradient counts as zero: the key projection's bias
-    gets a gradient that is exactly zero in exact arithmetic (adding one constant to every
-    score of a row leaves the softmax unchanged), so both sides hold only round-off, which is
-    judged against the size of the other gradients instead of its own.
-    """
-    g = np.asarray(nanotf.to_numpy(got), dtype=np.float64)
-    w = np.asarray(want, dtype=np.float64)
-    assert g.shape == w.shape, f"shapes differ: {g.shape} vs {w.shape}"
-    assert np.isfinite(g).all() and np.isfinite(w).all()
-    scale = max(np.abs(w).max(initial=0.0), floor)
-    return 0.0 if scale == 0.0 else float(np.abs(g - w).max() / scale)
 
 
 # -- the torch reference -----------------------------------------------------------------------
-
-
-def torch_key(name: str, d_model: int) -> tuple[str, slice]:
-    """Our parameter name -> (torch name, rows of it). torch packs q, k, v into one
-    ``in_proj_weight`` (3C, C) and calls the cross-attention ``multihead_attn``."""
-    name = ("." + name).replace(".cross_attn.", ".multihead_attn.").replace(".ff.linear", ".linear")
-    name = name[1:]
-    m = re.fullmatch(r"(.*)\.([qkv])_proj\.(weight|bias)", name)
-    if m is None:
-        return name, slice(None)
-    i = "qkv".index(m[2])
-    return f"{m[1]}.in_proj_{m[3]}", slice(i * d_model, (i + 1) * d_model)
 
 
 def torch_sinusoids(max_len: int, d_model: int) -> torch.Tensor:
@@ -172,19 +116,6 @@ class TorchSeq2Seq(torch.nn.Module):
             memory_key_padding_mask=~src_keep,
         )
         return self.out_proj(h)
-
-
-def copy_into_torch(model: Module, ref: torch.nn.Module, d_model: int) -> None:
-    """Every torch parameter is written from ours, by name (every one of them exactly once)."""
-    ref_params = dict(ref.named_parameters(remove_duplicate=False))
-    written: set[str] = set()
-    with torch.no_grad():
-        for name, array in model.state_dict().items():
-            key, rows = torch_key(name, d_model)
-            assert key in ref_params, f"{name} -> {key} is not a torch parameter"
-            ref_params[key][rows] = torch.from_numpy(np.array(nanotf.to_numpy(array)))
-            written.add(key)
-    assert written == set(ref_params), f"not written: {set(ref_params) - written}"
 
 
 def perturb_layer_norms(model: Module, seed: int = 0) -> None:
@@ -273,21 +204,12 @@ def test_against_torch(model_dtype, variant):
     logits, loss = run_ours(model, src, tgt_in, tgt_out, smoothing=0.1)
     ref_logits, ref_loss = run_torch(ref, src, tgt_in, tgt_out, smoothing=0.1)
     assert logits.dtype == model_dtype
-    out_tol, grad_tol = OUT_RTOL[model_dtype], GRAD_RTOL[model_dtype]
-    assert rel_error(logits, ref_logits) <= out_tol
-    assert rel_error(loss, ref_loss) <= out_tol
-
-    ref_params = dict(ref.named_parameters(remove_duplicate=False))
-    mapped = {id(ref_params[torch_key(n, cfg["d_model"])[0]]) for n, _ in model.named_parameters()}
-    assert mapped == set(map(id, ref.parameters()))  # every torch gradient is compared
-    largest = max(float(np.abs(p.grad.numpy()).max()) for p in ref.parameters())
-    for name, p in model.named_parameters():
-        key, rows = torch_key(name, cfg["d_model"])
-        want = ref_params[key].grad[rows].numpy()
-        assert p.grad.dtype == model_dtype
-        floor = largest if name.endswith(ZERO_BY_SYMMETRY) else 0.0
-        err = rel_error(p.grad, want, floor=floor)
-        assert err <= grad_tol, f"{name}: relative error {err:.3g} > {grad_tol:g}"
+    out_tol = OUT_RTOL[model_dtype]
+    assert ref_rel_error(logits, ref_logits) <= out_tol
+    assert ref_rel_error(loss, ref_loss) <= out_tol
+    assert all(p.grad.dtype == model_dtype for p in model.parameters())
+    # every torch gradient, by name; k_proj.bias (zero by symmetry) against the largest one
+    compare_param_grads(model, ref, cfg["d_model"], GRAD_RTOL[model_dtype])
 
 
 def test_shared_and_tied_gradients_are_sums(float64):
@@ -302,27 +224,11 @@ def test_shared_and_tied_gradients_are_sums(float64):
     run_ours(tied, src, tgt_in, tgt_out, 0.0)
     run_ours(free, src, tgt_in, tgt_out, 0.0)
     total = free.src_embed.weight.grad + free.tgt_embed.weight.grad + free.out_proj.weight.grad
-    assert rel_error(tied.src_embed.weight.grad, total) <= 1e-12
-    assert rel_error(tied.out_proj.bias.grad, free.out_proj.bias.grad) <= 1e-12
+    assert ref_rel_error(tied.src_embed.weight.grad, total) <= 1e-12
+    assert ref_rel_error(tied.out_proj.bias.grad, free.out_proj.bias.grad) <= 1e-12
 
 
 # -- finite differences on a tiny model -----------------------------------------------------------
-
-
-class DropoutReplay(Module):
-    """Reseeds before every forward, so training-mode dropout draws the same masks each time and
-    the model is a fixed function that finite differences can check."""
-
-    def __init__(self, model: Transformer, seed: int) -> None:
-        super().__init__()
-        self.model, self.seed = model, seed
-
-    def forward(self, src, tgt_in):
-        nanotf.manual_seed(self.seed)
-        return self.model.forward(src, tgt_in)
-
-    def backward(self, dout):
-        return self.model.backward(dout)
 
 
 TINY = dict(
@@ -645,6 +551,6 @@ def test_runs_on_cupy():
     dlogits = np.random.default_rng(0).standard_normal((*tgt_in.shape, 13)).astype(np.float32)
     want_logits, want_grads = run_on(model, np.asarray, src, tgt_in, dlogits)
     got_logits, got_grads = run_on(model, cupy.asarray, src, tgt_in, dlogits)
-    assert rel_error(got_logits, want_logits) <= OUT_RTOL[np.dtype(np.float32)]
+    assert ref_rel_error(got_logits, want_logits) <= OUT_RTOL[np.dtype(np.float32)]
     for name, g in want_grads.items():
-        assert rel_error(got_grads[name], g) <= GRAD_RTOL[np.dtype(np.float32)], name
+        assert ref_rel_error(got_grads[name], g) <= GRAD_RTOL[np.dtype(np.float32)], name

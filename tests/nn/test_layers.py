@@ -17,7 +17,6 @@ Tolerances are normwise relative errors ``max|ours - torch| / max|torch|``, see 
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 import pytest
@@ -39,67 +38,30 @@ from nanotf.nn import (
     MultiHeadAttention,
     PositionalEncoding,
 )
+from tests.conftest import (
+    TORCH_ACTIVATION,
+    TORCH_DTYPE,
+    compare_param_grads,
+    copy_into_torch,
+    needs_erf,
+    ref_rel_error,
+)
 
 # float32: outputs and gradients; float64: both
 OUT_RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-9}
 GRAD_RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-9}
 # finite differences in float64 (seven-point stencil of nanotf.gradcheck; ~1e-11 is typical)
 GRADCHECK_RTOL = 1e-8
-# The key projection's bias gets a gradient that is zero in exact arithmetic (adding one constant
-# to every score of a row leaves the softmax unchanged), so both sides hold only round-off, and
-# their difference is judged against the largest gradient of the layer instead of its own size.
-ZERO_BY_SYMMETRY = ("k_proj.bias",)
+# The key projection's bias gets a gradient that is zero in exact arithmetic, so its difference
+# is judged against the largest gradient of the layer instead of its own size (ZERO_BY_SYMMETRY
+# and ref_rel_error's floor in tests/conftest.py).
 
-TORCH_DTYPE = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
-TORCH_ACTIVATION = {
-    "relu": "relu",
-    "gelu": "gelu",  # exact erf form in both
-    "gelu_new": lambda x: tF.gelu(x, approximate="tanh"),
-}
 B, T, S, C, H, F = 3, 5, 6, 16, 4, 24
-
-
-def has_exact_gelu() -> bool:
-    try:
-        import nanotf.functional._erf  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_erf = pytest.mark.skipif(
-    not has_exact_gelu(), reason="exact GELU needs nanotf.functional._erf (not there yet)"
-)
 ACTIVATIONS = ["relu", pytest.param("gelu", marks=needs_erf), "gelu_new"]
 
 
-@pytest.fixture(params=["float32", "float64"])
-def model_dtype(request: pytest.FixtureRequest):
-    """Layers built in the test get this default dtype (float32 restored after)."""
-    nanotf.set_default_dtype(request.param)
-    yield np.dtype(request.param)
-    nanotf.set_default_dtype("float32")
-
-
-@pytest.fixture
-def float64():
-    nanotf.set_default_dtype("float64")
-    yield np.dtype(np.float64)
-    nanotf.set_default_dtype("float32")
-
-
-def rel_error(got, want, floor: float = 0.0) -> float:
-    """Normwise relative error ``max|got - want| / max(max|want|, floor)``."""
-    g = np.asarray(nanotf.to_numpy(got), dtype=np.float64)
-    w = np.asarray(want.detach().numpy() if isinstance(want, torch.Tensor) else want, np.float64)
-    assert g.shape == w.shape, f"shapes differ: {g.shape} vs {w.shape}"
-    assert np.isfinite(g).all() and np.isfinite(w).all()
-    scale = max(np.abs(w).max(initial=0.0), floor)
-    return 0.0 if scale == 0.0 else float(np.abs(g - w).max() / scale)
-
-
-def check(got, want, tol: float, what: str, floor: float = 0.0) -> None:
-    err = rel_error(got, want, floor)
+def check(got, want, tol: float, what: str) -> None:
+    err = ref_rel_error(got, want)
     assert err <= tol, f"{what}: relative error {err:.3g} > {tol:g}"
 
 
@@ -116,23 +78,6 @@ def tt(a: np.ndarray, grad: bool = False) -> torch.Tensor:
     return torch.from_numpy(np.array(a)).requires_grad_(grad)
 
 
-# -- weights between nanotf and torch ---------------------------------------------------------
-
-
-def torch_key(name: str, d_model: int) -> tuple[str, slice]:
-    """Our parameter name -> (torch name, rows of it): torch packs q, k, v into
-    ``in_proj_weight`` (3C, C), names the cross-attention ``multihead_attn`` and keeps the FFN's
-    linears on the layer itself."""
-    name = ("." + name).replace(".cross_attn.", ".multihead_attn.").replace(".ff.linear", ".linear")
-    name = name[1:]
-    m = re.fullmatch(r"(.*?)\.?([qkv])_proj\.(weight|bias)", name)
-    if m is None:
-        return name, slice(None)
-    i = "qkv".index(m[2])
-    prefix = f"{m[1]}." if m[1] else ""
-    return f"{prefix}in_proj_{m[3]}", slice(i * d_model, (i + 1) * d_model)
-
-
 def randomize(module: Module, seed: int = 0) -> None:
     """Move every parameter off its init (γ = 1, β = 0 would hide a γ/β mix-up)."""
     g = np.random.default_rng(seed)
@@ -141,26 +86,6 @@ def randomize(module: Module, seed: int = 0) -> None:
             p.data[...] = 1.0 + 0.2 * g.standard_normal(p.shape)
         else:
             p.data[...] = g.standard_normal(p.shape) / math.sqrt(p.shape[-1])
-
-
-def copy_into_torch(module: Module, ref: torch.nn.Module, d_model: int) -> None:
-    params = dict(ref.named_parameters())
-    written = set()
-    with torch.no_grad():
-        for name, array in module.state_dict().items():
-            key, rows = torch_key(name, d_model)
-            params[key][rows] = torch.from_numpy(np.array(array))
-            written.add(key)
-    assert written == set(params), f"torch parameters not written: {set(params) - written}"
-
-
-def compare_param_grads(module: Module, ref: torch.nn.Module, d_model: int, tol: float) -> None:
-    params = dict(ref.named_parameters())
-    largest = max(float(p.grad.abs().max()) for p in ref.parameters())
-    for name, p in module.named_parameters():
-        key, rows = torch_key(name, d_model)
-        floor = largest if name.endswith(ZERO_BY_SYMMETRY) else 0.0
-        check(p.grad, params[key].grad[rows], tol, f"d{name}", floor=floor)
 
 
 def capture_attention(mha: torch.nn.MultiheadAttention) -> list[torch.Tensor]:

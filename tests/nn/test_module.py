@@ -38,7 +38,7 @@ class TiedLM(Module):
 
     def backward(self, dout):
         d = self.norm.backward(self.head.backward(dout))
-        for block in reversed(list(self.blocks)):
+        for block in reversed(self.blocks):
             d = block.backward(d)
         self.embed.backward(d)
 
@@ -102,6 +102,7 @@ def test_modulelist_indexing(model):
     assert len(model.blocks) == 3
     assert model.blocks[-1] is model.blocks[2] and isinstance(model.blocks[1], Dropout)
     assert [type(m).__name__ for m in model.blocks] == ["Linear", "Dropout", "Linear"]
+    assert list(reversed(model.blocks)) == list(model.blocks)[::-1]  # a backward's order
     assert "(blocks): ModuleList" in repr(model) and "(0): Linear(3, 3, bias=True)" in repr(model)
 
 

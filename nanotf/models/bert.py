@@ -355,20 +355,30 @@ class BertLayer(Module):
         return self.attention.backward(da + dh)
 
 
-class BertEncoder(Module):
-    def __init__(self, c: BertConfig) -> None:
+class LayerStack(Module):
+    """Layers ``layer.0 .. layer.N-1`` applied in order, and in reverse order in the backward.
+
+    The shape of Hugging Face's ``BertEncoder`` (and DistilBERT's ``Transformer``).
+    """
+
+    def __init__(self, layers: list[Module]) -> None:
         super().__init__()
-        self.layer = ModuleList([BertLayer(c) for _ in range(c.num_hidden_layers)])
+        self.layer = ModuleList(layers)
 
     def forward(self, x: Any, attention_mask: Any = None) -> Any:
         for layer in self.layer:
-            x = layer.forward(x, attention_mask)
+            x = layer.forward(x, attention_mask)  # (B, T, H)
         return x
 
     def backward(self, dout: Any) -> Any:
         for layer in reversed(self.layer):
             dout = layer.backward(dout)
         return dout
+
+
+class BertEncoder(LayerStack):
+    def __init__(self, c: BertConfig) -> None:
+        super().__init__([BertLayer(c) for _ in range(c.num_hidden_layers)])
 
 
 class BertPooler(Module):

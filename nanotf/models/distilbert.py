@@ -29,10 +29,10 @@ from ..nn import (
     LayerNorm,
     Linear,
     Module,
-    ModuleList,
     MultiHeadAttention,
 )
 from .bert import (
+    LayerStack,
     check_activation,
     check_model_inputs,
     check_positive,
@@ -163,20 +163,9 @@ class TransformerBlock(Module):
         return d + self.attention.backward(d)
 
 
-class Transformer(Module):
+class Transformer(LayerStack):
     def __init__(self, c: DistilBertConfig) -> None:
-        super().__init__()
-        self.layer = ModuleList([TransformerBlock(c) for _ in range(c.n_layers)])
-
-    def forward(self, x: Any, attention_mask: Any = None) -> Any:
-        for block in self.layer:
-            x = block.forward(x, attention_mask)
-        return x
-
-    def backward(self, dout: Any) -> Any:
-        for layer in reversed(self.layer):
-            dout = layer.backward(dout)
-        return dout
+        super().__init__([TransformerBlock(c) for _ in range(c.n_layers)])
 
 
 class DistilBertModel(Module):

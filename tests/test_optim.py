@@ -23,6 +23,7 @@ from nanotf.optim import (
     noam_lr,
 )
 from nanotf.testing import strict
+from tests.conftest import terms_size
 
 # Tolerances against PyTorch. nanotf evaluates the same formulas in the same order, but PyTorch's
 # CPU kernels fuse some multiply-adds (one rounding instead of two), so results differ in the last
@@ -31,7 +32,8 @@ F32_RTOL = 1e-6
 F64_RTOL = 1e-12
 # ... plus an absolute floor scaled by the largest |θ| of the parameter, because elements that
 # pass near zero have a tiny value but carry the rounding error of the O(max|θ|) and O(lr) terms
-# that were added to reach it: relative to themselves, their error is meaningless.
+# that were added to reach it: relative to themselves, their error is meaningless (the suite's
+# rule for quantities that vanish, applied elementwise: ``terms_size`` in tests/conftest.py).
 F32_ATOL_SCALE = 1e-7
 F64_ATOL_SCALE = 1e-13
 # Learning-rate schedules are computed in float64; torch's CosineAnnealingLR uses a recursive
@@ -100,7 +102,7 @@ def assert_close_to_torch(params, tensors, dtype, context: str) -> None:
             p.data,
             ref,
             rtol=rtol,
-            atol=atol_scale * np.abs(ref).max(),
+            atol=atol_scale * terms_size(ref),
             err_msg=f"{context}, params[{i}] {p.shape}",
         )
 

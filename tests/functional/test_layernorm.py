@@ -49,8 +49,8 @@ def data(shape, dtype, seed=0, offset=0.0):
     return x, gamma, beta, normal(g, shape, dtype)
 
 
-def scales(x, gamma, dout, eps=1e-5):
-    """Sizes the results are made of (see ``rel_error``): only dx needs one.
+def floors(x, gamma, dout, eps=1e-5):
+    """Floors of the results that cancel by design (``terms_size`` in conftest): only dx.
 
     dx = rstd · (g - mean(g) - x̂ · mean(g ⊙ x̂)), g = dout ⊙ γ, cancels by design: exactly to 0
     for a width of 1 and to O(eps / σ²) for a width of 2, where torch's value is pure
@@ -96,7 +96,7 @@ def test_matches_torch(xp_params: Backend, dtype, shape, eps):
     x, gamma, beta, dout = data(shape, dtype)
     got = run(xp_params, x, gamma, beta, dout, eps)
     want = reference(x, gamma, beta, dout, eps)
-    assert_all_close(got, want, dtype, NAMES, scales(x, gamma, dout, eps))
+    assert_all_close(got, want, dtype, NAMES, floors(x, gamma, dout, eps))
     assert_dtypes(got, dtype, NAMES)
 
 
@@ -105,7 +105,7 @@ def test_large_mean_small_spread(dtype):
     x, gamma, beta, dout = data((4, 16), dtype, offset=100.0)
     got = run(Backend("numpy", np), x, gamma, beta, dout)
     want = reference(x, gamma, beta, dout)
-    assert_all_close(got, want, dtype, NAMES, scales(x, gamma, dout))
+    assert_all_close(got, want, dtype, NAMES, floors(x, gamma, dout))
 
 
 def test_constant_rows_are_finite():
@@ -116,7 +116,7 @@ def test_constant_rows_are_finite():
     np.testing.assert_array_equal(got[0], np.broadcast_to(beta, x.shape))
     assert all(np.isfinite(a).all() for a in got)
     want = reference(x, gamma, beta, np.ones_like(x))
-    assert_all_close(got, want, np.float64, NAMES, scales(x, gamma, np.ones_like(x)))
+    assert_all_close(got, want, np.float64, NAMES, floors(x, gamma, np.ones_like(x)))
 
 
 @pytest.mark.parametrize("eps", EPS)
@@ -184,5 +184,5 @@ def test_property_matches_torch_on_random_shapes(shape, seed, offset, dtype):
     x, gamma, beta, dout = data(shape, dtype, seed, offset)
     got = run(Backend("numpy", np), x, gamma, beta, dout)
     want = reference(x, gamma, beta, dout)
-    assert_all_close(got, want, dtype, NAMES, scales(x, gamma, dout))
+    assert_all_close(got, want, dtype, NAMES, floors(x, gamma, dout))
     assert_dtypes(got, dtype, NAMES)

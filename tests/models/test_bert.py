@@ -37,7 +37,7 @@ from tests.conftest import (
     assert_hf_grads_match,
     hf_pair,
     padded_ids,
-    ref_rel_error,
+    rel_error,
     to_strict,
 )
 
@@ -170,12 +170,12 @@ def test_bert_model_matches_hugging_face(act, model_dtype):
     out = hf_forward(hf, ids, mask, types)
     h = ours.forward(ids, mask, types)
     assert h.dtype == model_dtype and h.shape == (3, 7, 48)
-    assert ref_rel_error(h, out.last_hidden_state.detach().numpy()) <= RTOL_OUT[model_dtype]
+    assert rel_error(h, out.last_hidden_state.detach().numpy()) <= RTOL_OUT[model_dtype]
     pooled = ours.pooler_output
-    assert ref_rel_error(pooled, out.pooler_output.detach().numpy()) <= RTOL_OUT[model_dtype]
+    assert rel_error(pooled, out.pooler_output.detach().numpy()) <= RTOL_OUT[model_dtype]
     for i, probs in enumerate(out.attentions):
         got = ours.intermediate(f"encoder.layer.{i}.attention.self.probs")
-        assert ref_rel_error(got, probs.detach().numpy()) <= RTOL_OUT[model_dtype]
+        assert rel_error(got, probs.detach().numpy()) <= RTOL_OUT[model_dtype]
     rng = np.random.default_rng(1)
     dout = rng.standard_normal(h.shape).astype(model_dtype)
     dpool = rng.standard_normal(pooled.shape).astype(model_dtype)
@@ -196,7 +196,7 @@ def test_masked_lm_matches_hugging_face(act, model_dtype):
     out = hf_forward(hf, ids, mask, types)
     logits = ours.forward(ids, mask, types)
     assert logits.shape == (3, 7, 100)
-    assert ref_rel_error(logits, out.logits.detach().numpy()) <= RTOL_OUT[model_dtype]
+    assert rel_error(logits, out.logits.detach().numpy()) <= RTOL_OUT[model_dtype]
     dout = np.random.default_rng(2).standard_normal(logits.shape).astype(model_dtype)
     (out.logits * torch.from_numpy(dout)).sum().backward()
     ours.backward(dout)
@@ -223,9 +223,9 @@ def test_default_token_types_and_mask(float64):
     hf, ours = build_pair(transformers.BertModel, BertModel, float64, hidden_act="gelu_new")
     ids, _, _ = make_inputs()
     want = hf(torch.from_numpy(ids)).last_hidden_state.detach().numpy()
-    assert ref_rel_error(ours.forward(ids), want) <= RTOL_OUT[float64]
+    assert rel_error(ours.forward(ids), want) <= RTOL_OUT[float64]
     bool_mask = np.ones(ids.shape, dtype=bool)
-    assert ref_rel_error(ours.forward(ids, bool_mask), want) <= RTOL_OUT[float64]
+    assert rel_error(ours.forward(ids, bool_mask), want) <= RTOL_OUT[float64]
 
 
 def test_intermediates_and_their_gradients_are_visible(float64):
@@ -246,8 +246,8 @@ def test_intermediates_and_their_gradients_are_visible(float64):
     ours.backward(dout)
 
     pre = "encoder.layer.1.intermediate.pre_activation"
-    assert ref_rel_error(ours.intermediate(pre), kept["pre"].detach().numpy()) <= 1e-9
-    assert ref_rel_error(ours.intermediate_grad(pre), kept["pre"].grad.numpy()) <= 1e-9
+    assert rel_error(ours.intermediate(pre), kept["pre"].detach().numpy()) <= 1e-9
+    assert rel_error(ours.intermediate_grad(pre), kept["pre"].grad.numpy()) <= 1e-9
     names = dict(ours.named_intermediates())
     for layer in range(2):
         for what in ("scores", "probs"):
@@ -366,7 +366,7 @@ def test_pre_ln_has_the_same_keys_and_a_different_output(float64):
         m.eval()
     ids, mask, types = make_inputs()
     a, b = post.forward(ids, mask, types), pre.forward(ids, mask, types)
-    assert ref_rel_error(b, a) > 0.1
+    assert rel_error(b, a) > 0.1
     assert "norm_first=True" in repr(pre)
 
 
@@ -422,12 +422,12 @@ def test_pre_ln_layer_matches_torch_transformer_encoder_layer(model_dtype):
     want = ref(xt, src_key_padding_mask=torch.from_numpy(mask == 0))
     (want * torch.from_numpy(dout)).sum().backward()
     got = layer.forward(x, mask)
-    assert ref_rel_error(got, want.detach().numpy()) <= RTOL_OUT[model_dtype]
-    assert ref_rel_error(layer.backward(dout), xt.grad.numpy()) <= RTOL_GRAD[model_dtype]
+    assert rel_error(got, want.detach().numpy()) <= RTOL_OUT[model_dtype]
+    assert rel_error(layer.backward(dout), xt.grad.numpy()) <= RTOL_GRAD[model_dtype]
     params = dict(layer.named_parameters())
     grads = {k: v.grad for k, v in ref.named_parameters()}
     qkv_w = np.concatenate([params[f"{attn}{p}.weight"].grad for p in ("query", "key", "value")])
-    assert ref_rel_error(qkv_w, grads["self_attn.in_proj_weight"].numpy()) <= RTOL_GRAD[model_dtype]
+    assert rel_error(qkv_w, grads["self_attn.in_proj_weight"].numpy()) <= RTOL_GRAD[model_dtype]
     for ref_name, ours in [
         ("self_attn.out_proj.weight", "attention.output.dense.weight"),
         ("norm1.weight", "attention.output.LayerNorm.weight"),
@@ -436,7 +436,7 @@ def test_pre_ln_layer_matches_torch_transformer_encoder_layer(model_dtype):
         ("linear2.bias", "output.dense.bias"),
         ("norm2.weight", "output.LayerNorm.weight"),
     ]:
-        err = ref_rel_error(params[ours].grad, grads[ref_name].numpy())
+        err = rel_error(params[ours].grad, grads[ref_name].numpy())
         assert err <= RTOL_GRAD[model_dtype], f"{ours} vs torch {ref_name}: {err:.3g}"
 
 

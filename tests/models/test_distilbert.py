@@ -23,7 +23,7 @@ from nanotf.gradcheck import gradcheck_module
 from nanotf.models import DistilBertModel
 from nanotf.nn import Dropout
 from nanotf.testing import strict as strict_mod
-from tests.conftest import assert_hf_grads_match, hf_pair, padded_ids, ref_rel_error, to_strict
+from tests.conftest import assert_hf_grads_match, hf_pair, padded_ids, rel_error, to_strict
 
 RTOL_OUT = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-9}
 RTOL_GRAD = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-9}
@@ -62,10 +62,10 @@ def test_matches_hugging_face(act, model_dtype):
     out = hf(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), output_attentions=True)
     h = ours.forward(ids, mask)
     assert h.dtype == model_dtype and h.shape == (3, 7, 48)
-    assert ref_rel_error(h, out.last_hidden_state.detach().numpy()) <= RTOL_OUT[model_dtype]
+    assert rel_error(h, out.last_hidden_state.detach().numpy()) <= RTOL_OUT[model_dtype]
     for i, probs in enumerate(out.attentions):
         got = ours.intermediate(f"transformer.layer.{i}.attention.probs")
-        assert ref_rel_error(got, probs.detach().numpy()) <= RTOL_OUT[model_dtype]
+        assert rel_error(got, probs.detach().numpy()) <= RTOL_OUT[model_dtype]
     dout = np.random.default_rng(1).standard_normal(h.shape).astype(model_dtype)
     (out.last_hidden_state * torch.from_numpy(dout)).sum().backward()
     assert ours.backward(dout) is None
@@ -104,8 +104,8 @@ def test_intermediates_and_their_gradients_are_visible(float64):
     (out.last_hidden_state * torch.from_numpy(dout)).sum().backward()
     ours.backward(dout)
     name = "transformer.layer.0.ffn.pre_activation"
-    assert ref_rel_error(ours.intermediate(name), kept["pre"].detach().numpy()) <= 1e-9
-    assert ref_rel_error(ours.intermediate_grad(name), kept["pre"].grad.numpy()) <= 1e-9
+    assert rel_error(ours.intermediate(name), kept["pre"].detach().numpy()) <= 1e-9
+    assert rel_error(ours.intermediate_grad(name), kept["pre"].grad.numpy()) <= 1e-9
     assert ours.intermediate_grad("transformer.layer.1.attention.scores").shape == (3, 3, 7, 7)
     xhat = ours.intermediate("transformer.layer.1.sa_layer_norm.xhat")
     np.testing.assert_allclose(xhat.mean(-1), 0, atol=1e-12)

@@ -34,7 +34,7 @@ from tests.conftest import (
     compare_param_grads,
     copy_into_torch,
     needs_erf,
-    ref_rel_error,
+    rel_error,
 )
 
 # float32: outputs (logits, loss) and gradients; float64: both. Both sides round at 6e-8
@@ -205,8 +205,8 @@ def test_against_torch(model_dtype, variant):
     ref_logits, ref_loss = run_torch(ref, src, tgt_in, tgt_out, smoothing=0.1)
     assert logits.dtype == model_dtype
     out_tol = OUT_RTOL[model_dtype]
-    assert ref_rel_error(logits, ref_logits) <= out_tol
-    assert ref_rel_error(loss, ref_loss) <= out_tol
+    assert rel_error(logits, ref_logits) <= out_tol
+    assert rel_error(loss, ref_loss) <= out_tol
     assert all(p.grad.dtype == model_dtype for p in model.parameters())
     # every torch gradient, by name; k_proj.bias (zero by symmetry) against the largest one
     compare_param_grads(model, ref, cfg["d_model"], GRAD_RTOL[model_dtype])
@@ -224,8 +224,8 @@ def test_shared_and_tied_gradients_are_sums(float64):
     run_ours(tied, src, tgt_in, tgt_out, 0.0)
     run_ours(free, src, tgt_in, tgt_out, 0.0)
     total = free.src_embed.weight.grad + free.tgt_embed.weight.grad + free.out_proj.weight.grad
-    assert ref_rel_error(tied.src_embed.weight.grad, total) <= 1e-12
-    assert ref_rel_error(tied.out_proj.bias.grad, free.out_proj.bias.grad) <= 1e-12
+    assert rel_error(tied.src_embed.weight.grad, total) <= 1e-12
+    assert rel_error(tied.out_proj.bias.grad, free.out_proj.bias.grad) <= 1e-12
 
 
 # -- finite differences on a tiny model -----------------------------------------------------------
@@ -551,6 +551,6 @@ def test_runs_on_cupy():
     dlogits = np.random.default_rng(0).standard_normal((*tgt_in.shape, 13)).astype(np.float32)
     want_logits, want_grads = run_on(model, np.asarray, src, tgt_in, dlogits)
     got_logits, got_grads = run_on(model, cupy.asarray, src, tgt_in, dlogits)
-    assert ref_rel_error(got_logits, want_logits) <= OUT_RTOL[np.dtype(np.float32)]
+    assert rel_error(got_logits, want_logits) <= OUT_RTOL[np.dtype(np.float32)]
     for name, g in want_grads.items():
-        assert ref_rel_error(got_grads[name], g) <= GRAD_RTOL[np.dtype(np.float32)], name
+        assert rel_error(got_grads[name], g) <= GRAD_RTOL[np.dtype(np.float32)], name

@@ -44,7 +44,7 @@ from tests.conftest import (
     compare_param_grads,
     copy_into_torch,
     needs_erf,
-    ref_rel_error,
+    rel_error,
 )
 
 # float32: outputs and gradients; float64: both
@@ -54,14 +54,14 @@ GRAD_RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-9}
 GRADCHECK_RTOL = 1e-8
 # The key projection's bias gets a gradient that is zero in exact arithmetic, so its difference
 # is judged against the largest gradient of the layer instead of its own size (ZERO_BY_SYMMETRY
-# and ref_rel_error's floor in tests/conftest.py).
+# and rel_error's floor in tests/conftest.py).
 
 B, T, S, C, H, F = 3, 5, 6, 16, 4, 24
 ACTIVATIONS = ["relu", pytest.param("gelu", marks=needs_erf), "gelu_new"]
 
 
 def check(got, want, tol: float, what: str) -> None:
-    err = ref_rel_error(got, want)
+    err = rel_error(got, want)
     assert err <= tol, f"{what}: relative error {err:.3g} > {tol:g}"
 
 

@@ -12,7 +12,8 @@ A checkpoint holds
 
 Arrays are stored on the host as NumPy arrays (a GPU run saves host copies), so a checkpoint
 made on CuPy opens on a machine without a GPU. JSON keeps floats exactly (``repr`` round
-trips), so a resumed run continues with the very same numbers. (CuPy's generators cannot
+trips), so a resumed run continues with the very same numbers; it is strict JSON (no ``NaN``:
+a float that is not finite is written as ``null``, see :func:`json_safe`). (CuPy's generators cannot
 export their state: a GPU run stores none, and a resumed GPU run with dropout draws other
 masks than the uninterrupted one would have.)
 
@@ -22,12 +23,13 @@ never leaves a half-written checkpoint where a good one was.
 
 Reading checks what it reads and raises :class:`CheckpointError` (a ``ValueError``) naming the
 file and what is wrong: not there, not a safetensors file (truncated or garbage), not a nanotf
-checkpoint, or metadata that does not parse.
+checkpoint, or metadata that does not parse or has the wrong shape (e.g. ``optimizer`` a list).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Mapping
@@ -43,6 +45,7 @@ __all__ = [
     "FORMAT",
     "VERSION",
     "CheckpointError",
+    "json_safe",
     "load_checkpoint",
     "resolve_checkpoint_path",
     "save_checkpoint",
@@ -59,6 +62,20 @@ _JSON_KEYS = ("optimizer", "scheduler", "rng_state", "config", "vocabs", "histor
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: missing, corrupt, or not fitting the model."""
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every float that is not finite (``nan``, ``inf``) replaced by ``None``,
+    in nested dicts, lists and tuples (tuples become lists): what ``json.dumps(...,
+    allow_nan=False)`` accepts. Python's ``json`` would otherwise write a bare ``NaN``, which is
+    not JSON and which strict parsers (JavaScript, ``jq``) refuse."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def _state(obj: Any) -> Mapping[str, Any] | None:
@@ -117,7 +134,9 @@ def save_checkpoint(
         tensors[_MODEL + name] = _host(name, a)
     optim_scalars: dict[str, Any] | None = None
     if optimizer is not None:
-        optim_scalars = {"class": type(optimizer).__name__, "scalars": {}}
+        # the class name tells what kind of optimizer the state belongs to (unknown for a dict)
+        kind = None if isinstance(optimizer, Mapping) else type(optimizer).__name__
+        optim_scalars = {"class": kind, "scalars": {}}
         for key, value in _state(optimizer).items():  # type: ignore[union-attr]
             if hasattr(value, "shape") and getattr(value, "ndim", 0) > 0:
                 tensors[_OPTIM + key] = _host(key, value)
@@ -135,7 +154,7 @@ def save_checkpoint(
     metadata = {"format": FORMAT, "version": str(VERSION), "step": str(int(step))}
     for key, value in meta_values.items():
         try:
-            metadata[key] = json.dumps(value, allow_nan=True)
+            metadata[key] = json.dumps(json_safe(value), allow_nan=False)
         except (TypeError, ValueError) as err:
             raise TypeError(f"save_checkpoint: {key} cannot be stored as JSON ({err})") from err
     _atomic_save(path, tensors, metadata)
@@ -192,6 +211,40 @@ def resolve_checkpoint_path(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _check_metadata_shapes(path: Path, meta: dict[str, Any]) -> None:
+    """Every JSON entry of the metadata is what :func:`save_checkpoint` writes: an object
+    (a dict) or null, and the optimizer's entry ``{"class": str, "scalars": {...}}``. A file
+    edited by hand (or by another program) fails here with the field named, not later with
+    an ``AttributeError``."""
+    if meta["step"] < 0:
+        raise CheckpointError(
+            f"checkpoint {path}: metadata field 'step' must be >= 0, got {meta['step']}"
+        )
+    for key in _JSON_KEYS:
+        value = meta[key]
+        if value is not None and not isinstance(value, dict):
+            raise CheckpointError(
+                f"checkpoint {path}: metadata field {key!r} must be a JSON object (or null), "
+                f"got {_kind(value)} {json.dumps(value)[:60]}"
+            )
+    optim = meta["optimizer"]
+    if optim is not None:
+        if not isinstance(optim.get("class"), (str, type(None))):
+            raise CheckpointError(
+                f"checkpoint {path}: metadata field 'optimizer' needs a 'class' (the "
+                f"optimizer's class name, a string, or null), got {_kind(optim.get('class'))}"
+            )
+        if not isinstance(optim.get("scalars"), dict):
+            raise CheckpointError(
+                f"checkpoint {path}: metadata field 'optimizer' needs 'scalars' (a JSON "
+                f"object of the optimizer's numbers), got {_kind(optim.get('scalars'))}"
+            )
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`.
 
@@ -237,6 +290,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             out[key] = json.loads(metadata[key]) if key in metadata else None
     except (KeyError, ValueError) as err:
         raise CheckpointError(f"checkpoint {p} has unreadable metadata: {err!r}") from err
+    _check_metadata_shapes(p, out)
     out["model"] = {k[len(_MODEL) :]: a for k, a in arrays.items() if k.startswith(_MODEL)}
     if not out["model"]:
         raise CheckpointError(f"checkpoint {p} holds no model parameters")
@@ -244,7 +298,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if optim_meta is None:
         out["optimizer"], out["optimizer_class"] = None, None
     else:
-        state: dict[str, Any] = dict(optim_meta.get("scalars", {}))
+        state: dict[str, Any] = dict(optim_meta["scalars"])
         state.update({k[len(_OPTIM) :]: a for k, a in arrays.items() if k.startswith(_OPTIM)})
         out["optimizer"], out["optimizer_class"] = state, optim_meta.get("class")
     return out

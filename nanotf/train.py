@@ -10,6 +10,7 @@ One training step, as :meth:`Trainer.train_step` does it::
     model.backward(dlogits)                                every Parameter.grad filled by hand
     clip_grad_norm(params, clip_norm)                      one global rescale if the norm is big
     scheduler.step(); optimizer.step()                     lr for this update, then the update
+                                                           (whole or not at all: Ctrl-C waits)
 
 *Teacher forcing*: the decoder reads the true previous tokens (``tgt_in``), not its own guesses,
 so every position of every sequence is trained in one parallel pass.
@@ -20,6 +21,14 @@ generator (``manual_seed(config.seed)``); the batch of step ``s`` is a pure func
 gives bit-identical losses on NumPy, and a run resumed from a checkpoint (which stores the
 model, the optimizer, the schedule, the step, the generator's state and the history) continues
 with exactly the losses of an uninterrupted run.
+
+A checkpoint only ever holds completed steps. Before its update, a step changes only the
+gradients (which checkpoints do not store) and the random generator (dropout draws): an
+interrupt there (Ctrl-C in the forward, backward or clipping) abandons the step and sets the
+generator back. The update itself (schedule, optimizer, step counter, history) runs with Ctrl-C
+held back (:func:`interrupts_deferred`), so an interrupt there lets the step finish first. An
+evaluation cut short is run again when the run is resumed. A loss or gradient norm that is not
+finite stops training (:class:`TrainingDiverged`) before the update that would spread it.
 
 Evaluation (every ``eval_every`` steps and at the end) runs on held-out pairs whose sources
 never occur in the training set: the teacher-forced loss (plain cross-entropy, no smoothing),
@@ -32,9 +41,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +61,7 @@ from .backend import (
     set_default_dtype,
     to_numpy,
 )
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, json_safe, load_checkpoint, save_checkpoint
 from .data import PAD_ID, TASKS, Batch, Task, Vocab, get_task, make_batch
 from .decode import beam_search, greedy_decode, translate
 from .functional import cross_entropy_backward, cross_entropy_forward
@@ -61,8 +72,10 @@ __all__ = [
     "History",
     "TrainConfig",
     "Trainer",
+    "TrainingDiverged",
     "blas_threads",
     "build_model",
+    "interrupts_deferred",
     "load_model",
     "make_task",
     "smoothed_loss_floor",
@@ -172,15 +185,24 @@ class TrainConfig:
                 rng_ = f"[{low:g}, {high:g}]" if high is not None else f">= {low:g}"
                 raise ValueError(f"{name} must be {rng_}, got {v!r}")
 
+        for name in ("task", "activation", "optimizer", "schedule", "backend", "dtype"):
+            v = getattr(self, name)
+            if not isinstance(v, str):
+                raise ValueError(f"{name} must be a string, got {type(v).__name__} {v!r}")
+        for name in ("norm_first", "share_embeddings", "tie_output"):
+            v = getattr(self, name)
+            if not isinstance(v, (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {type(v).__name__} {v!r}")
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; the known tasks are: {', '.join(TASKS)}")
         if not isinstance(self.task_options, dict):
             raise ValueError(f"task_options must be a dict, got {self.task_options!r}")
-        make_task(self.task, self.task_options)  # raises for options the task does not take
+        task = make_task(self.task, self.task_options)  # raises for options it does not take
         if self.blas_threads is not None:
             positive_int("blas_threads")
         for name in ("steps", "batch_size", "d_model", "n_heads", "d_ff", "n_train", "n_heldout"):
             positive_int(name)
+        task.check_split(self.n_train, self.n_heldout)  # the bound, before anything is drawn
         for name in ("n_layers", "warmup", "seed"):
             positive_int(name, allow_zero=True)
         positive_int("eval_every", allow_zero=True)
@@ -202,7 +224,14 @@ class TrainConfig:
                 raise ValueError("clip_norm must be > 0 (or None to turn clipping off), got 0")
         if self.stop_at_exact_match is not None:
             real("stop_at_exact_match", 0.0, 1.0)
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+        if (
+            not isinstance(self.betas, (tuple, list))
+            or len(self.betas) != 2
+            or not all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0
+                for b in self.betas
+            )
+        ):
             raise ValueError(f"betas must be a pair of numbers in [0, 1), got {self.betas!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(
@@ -248,25 +277,60 @@ class TrainConfig:
 class History:
     """What a run recorded: per step (``step``, ``loss``, ``lr``, ``grad_norm``, ``tokens``,
     ``seconds`` since the start of training) and per evaluation (``evals``: dicts with
-    ``step``, ``loss``, ``token_accuracy``, ``exact_match``, ``n``)."""
+    ``step``, ``loss``, ``token_accuracy``, ``exact_match``, ``n``). ``grad_norm`` is the
+    global gradient norm before clipping, None where clipping is off (then it is not
+    computed)."""
 
     step: list[int] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
-    grad_norm: list[float] = field(default_factory=list)
+    grad_norm: list[float | None] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     evals: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """A dict that is strict JSON: a number that is not finite becomes ``None``."""
+        return json_safe(dataclasses.asdict(self))  # type: ignore[no-any-return]
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> History:
+    def from_dict(cls, d: Mapping[str, Any] | None) -> History:
+        """Rebuild a history from :meth:`to_dict` (None or ``{}``: an empty one).
+
+        Checked: every field present and a list, the per-step lists of one length, their
+        entries numbers (``None`` for a number that was not finite), ``evals`` a list of dicts
+        with a ``step``. A ``ValueError`` names the field that is wrong.
+        """
         if not d:
             return cls()
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: list(v) for k, v in d.items() if k in names})
+        if not isinstance(d, Mapping):
+            raise ValueError(f"a history must be a dict of lists, got {type(d).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in names if n not in d]
+        if missing:
+            raise ValueError(f"the history lacks the fields {missing}")
+        for name in names:
+            if not isinstance(d[name], list):
+                raise ValueError(
+                    f"history field {name!r} must be a list, got {type(d[name]).__name__}"
+                )
+        per_step = [n for n in names if n != "evals"]
+        lengths = {n: len(d[n]) for n in per_step}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"the history's per-step lists differ in length: {lengths}")
+        for name in per_step:
+            whole = name in ("step", "tokens")
+            for i, v in enumerate(d[name]):
+                number = isinstance(v, int) if whole else isinstance(v, (int, float))
+                if isinstance(v, bool) or not (number or (v is None and not whole)):
+                    what = "an integer" if whole else "a number or null"
+                    raise ValueError(f"history field {name!r}[{i}] must be {what}, got {v!r}")
+        for i, e in enumerate(d["evals"]):
+            if not isinstance(e, dict) or not isinstance(e.get("step"), int):
+                raise ValueError(
+                    f"history field 'evals'[{i}] must be a dict with an integer 'step', got {e!r}"
+                )
+        return cls(**{n: list(d[n]) for n in names})
 
     @property
     def final_eval(self) -> dict[str, Any] | None:
@@ -301,6 +365,56 @@ def make_task(name: str, options: dict[str, Any] | None = None) -> Task:
             f"task {name!r} does not take the options {sorted(options)} ({err}); copy, reverse "
             "and sort take alphabet, min_len and max_len"
         ) from err
+
+
+class TrainingDiverged(ArithmeticError):
+    """Training produced a loss or a gradient norm that is not a finite number (``nan`` or
+    ``inf``), usually because the learning rate is too high. Raised before the update, so the
+    trainer holds the state after the last good step (``step``). ``quantity`` is ``"loss"`` or
+    ``"gradient norm"``; ``value`` what it was."""
+
+    def __init__(self, step: int, quantity: str, value: float, lr: float) -> None:
+        self.step, self.quantity, self.value = step, quantity, value
+        super().__init__(
+            f"training diverged at step {step + 1}: the {quantity} is {value} (peak learning "
+            f"rate {lr:g}); the model is left as it was after step {step}. Lower the learning "
+            "rate, keep gradient clipping on or warm up for longer"
+        )
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) inside the block and deliver it when the block ends.
+
+    Use it around work that must happen whole or not at all, such as the update of a training
+    step: a ``KeyboardInterrupt`` half way through the optimizer's loop over the parameters
+    would leave some of them updated and others not, under the old step number. Inside the
+    block a SIGINT is only noted; on leaving it the signal is raised again for the handler that
+    was there before (by default Python's, which raises ``KeyboardInterrupt``)::
+
+        with interrupts_deferred():
+            scheduler.step()
+            optimizer.step()
+            step += 1
+
+    Python can set signal handlers only in the main thread: elsewhere the block runs as it is.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        yield
+        return
+    noted: list[int] = []
+
+    def note(signum: int, frame: Any) -> None:
+        noted.append(signum)
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if noted:
+        signal.raise_signal(signal.SIGINT)  # to the previous handler, now that the work is done
 
 
 @contextmanager
@@ -481,36 +595,57 @@ class Trainer:
 
     # -- one step ----------------------------------------------------------------------------
     def train_step(self) -> float:
-        """One update on the next batch; returns its loss (label-smoothed, as optimised)."""
+        """One update on the next batch; returns its loss (label-smoothed, as optimised).
+
+        The step happens whole or not at all. Until the update, only the gradients and the
+        random generator (dropout) change; if the step is abandoned (an exception, Ctrl-C),
+        the generator is set back. The update runs with Ctrl-C held back. A loss or gradient
+        norm that is not finite raises :class:`TrainingDiverged` before the update.
+        """
         t0 = time.perf_counter()
         cfg = self.config
-        batch = self.batch_at(self.step).to_backend()
         model = self.model
-        model.train()
-        # forward, teacher forcing: read <bos> y, predict y <eos>
-        logits = model.forward(batch.src, batch.tgt_in, batch.src_mask, batch.tgt_in_mask)
-        loss, cache = cross_entropy_forward(
-            logits, batch.tgt_out, ignore_index=PAD_ID, label_smoothing=cfg.label_smoothing
-        )
-        # backward, by hand: dloss/dlogits, then every layer in reverse
-        self.optimizer.zero_grad()
-        model.backward(cross_entropy_backward(1.0, cache))
-        if cfg.clip_norm is not None:
-            grad_norm = clip_grad_norm(self.optimizer.params, cfg.clip_norm)
-        else:
-            grad_norm = math.nan
-        lr = self.scheduler.step()  # the learning rate of this update
-        self.optimizer.step()
-        self.step += 1
-        loss_value = float(to_numpy(loss))
-        h = self.history
-        h.step.append(self.step)
-        h.loss.append(loss_value)
-        h.lr.append(float(lr))
-        h.grad_norm.append(float(grad_norm))
-        h.tokens.append(batch.n_tokens)
-        h.seconds.append((h.seconds[-1] if h.seconds else 0.0) + time.perf_counter() - t0)
+        rng_state = _host_rng_state()  # set back if this step is abandoned
+        updated = False
+        try:
+            batch = self.batch_at(self.step).to_backend()
+            model.train()
+            # forward, teacher forcing: read <bos> y, predict y <eos>
+            logits = model.forward(batch.src, batch.tgt_in, batch.src_mask, batch.tgt_in_mask)
+            loss, cache = cross_entropy_forward(
+                logits, batch.tgt_out, ignore_index=PAD_ID, label_smoothing=cfg.label_smoothing
+            )
+            loss_value = float(to_numpy(loss))
+            self._check_finite("loss", loss_value)
+            # backward, by hand: dloss/dlogits, then every layer in reverse
+            self.optimizer.zero_grad()
+            model.backward(cross_entropy_backward(1.0, cache))
+            grad_norm: float | None = None  # the norm before clipping; not computed without it
+            if cfg.clip_norm is not None:
+                grad_norm = clip_grad_norm(self.optimizer.params, cfg.clip_norm)
+                self._check_finite("gradient norm", grad_norm)
+            # the update: whole or not at all, so Ctrl-C waits until it is done
+            with interrupts_deferred():
+                lr = self.scheduler.step()  # the learning rate of this update
+                self.optimizer.step()
+                self.step += 1
+                h = self.history
+                h.step.append(self.step)
+                h.loss.append(loss_value)
+                h.lr.append(float(lr))
+                h.grad_norm.append(grad_norm)
+                h.tokens.append(batch.n_tokens)
+                h.seconds.append((h.seconds[-1] if h.seconds else 0.0) + time.perf_counter() - t0)
+                updated = True
+        except BaseException:
+            if not updated:
+                _set_host_rng_state(rng_state)
+            raise
         return loss_value
+
+    def _check_finite(self, quantity: str, value: float) -> None:
+        if not math.isfinite(value):
+            raise TrainingDiverged(self.step, quantity, value, self.config.lr)
 
     # -- the loop ------------------------------------------------------------------------------
     def train(self, until: int | None = None) -> History:
@@ -536,6 +671,11 @@ class Trainer:
         smoothed: float | None = None
         with blas_threads(cfg.blas_threads):
             try:
+                # an evaluation due at this step but not done (the run was interrupted in it)
+                due = self._evaluation_due(self.step)
+                done = self.history.evals and self.history.evals[-1]["step"] == self.step
+                if self.step > 0 and due and not done and self._evaluate_and_stop(bar):
+                    return self.history
                 while self.step < target:
                     loss = self.train_step()
                     tokens += self.history.tokens[-1]
@@ -550,18 +690,26 @@ class Trainer:
                             refresh=False,
                         )
                     bar.update(1)
-                    at_eval = cfg.eval_every and self.step % cfg.eval_every == 0
-                    if at_eval or self.step == cfg.steps:
-                        result = self.evaluate()
-                        self._record_eval(result, bar)
-                        goal = cfg.stop_at_exact_match
-                        if goal is not None and result["exact_match"] >= goal:
-                            em = result["exact_match"]
-                            self._emit(f"exact match {em:.4f} >= {goal}: stopping", bar)
-                            break
+                    if self._evaluation_due(self.step) and self._evaluate_and_stop(bar):
+                        break
             finally:
                 bar.close()
         return self.history
+
+    def _evaluation_due(self, step: int) -> bool:
+        """Whether the loop evaluates after step ``step``: every ``eval_every`` and at the end."""
+        every = self.config.eval_every
+        return bool(every and step % every == 0) or step == self.config.steps
+
+    def _evaluate_and_stop(self, bar: Any) -> bool:
+        """Evaluate and record it; True when the exact match reaches ``stop_at_exact_match``."""
+        result = self.evaluate()
+        self._record_eval(result, bar)
+        goal = self.config.stop_at_exact_match
+        if goal is not None and result["exact_match"] >= goal:
+            self._emit(f"exact match {result['exact_match']:.4f} >= {goal}: stopping", bar)
+            return True
+        return False
 
     def _emit(self, line: str, bar: Any) -> None:
         if self._log is not None:
@@ -663,38 +811,64 @@ class Trainer:
             config=self.config.to_dict(),
             vocabs={"src": self.task.src_vocab.to_dict(), "tgt": self.task.tgt_vocab.to_dict()},
             history=self.history.to_dict(),
-            extra={"backend": get_backend(), "task_description": self.task.description},
+            extra={
+                "backend": get_backend(),
+                "task_description": self.task.description,
+                "model": type(self.model).__name__,
+            },
         )
 
     def load(self, checkpoint: str | os.PathLike[str] | dict[str, Any]) -> None:
         """Resume from a checkpoint (a path, or what :func:`load_checkpoint` returned).
 
         Everything is checked before anything changes: a checkpoint of another task or model
-        size raises :class:`CheckpointError` naming the file and the differences, and leaves
-        this trainer as it was.
+        size, or one whose metadata was edited into something else (a field of the wrong type,
+        a missing key, the state of another kind of optimizer), raises
+        :class:`CheckpointError` naming the file and what is wrong, and leaves this trainer as
+        it was.
         """
         ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
         where = ckpt["path"]
-        saved = ckpt.get("config") or {}
-        diffs = [
-            f"{k}={saved.get(k)!r} (this run: {getattr(self.config, k)!r})"
-            for k in MODEL_FIELDS
-            if k in saved and saved[k] != getattr(self.config, k)
-        ]
-        if diffs:
-            raise CheckpointError(
-                f"checkpoint {where} does not fit this run: it was saved with " + ", ".join(diffs)
-            )
+        saved = _saved_config(ckpt)
+        if saved is not None:
+            diffs = [
+                f"{k}={getattr(saved, k)!r} (this run: {getattr(self.config, k)!r})"
+                for k in MODEL_FIELDS
+                if k != "max_len" and getattr(saved, k) != getattr(self.config, k)
+            ]
+            if saved.max_len is not None and saved.max_len != self.config.max_len:
+                diffs.append(f"max_len={saved.max_len!r} (this run: {self.config.max_len!r})")
+            if diffs:
+                raise CheckpointError(
+                    f"checkpoint {where} does not fit this run: it was saved with "
+                    + ", ".join(diffs)
+                )
         _check_model_state(where, self.model, ckpt["model"])
         if ckpt.get("optimizer") is None:
             raise CheckpointError(f"checkpoint {where} holds no optimizer state to resume from")
-        vocabs = ckpt.get("vocabs") or {}
-        for side, vocab in (("src", self.task.src_vocab), ("tgt", self.task.tgt_vocab)):
-            if side in vocabs and Vocab.from_dict(vocabs[side]) != vocab:
+        kind = type(self.optimizer).__name__
+        if ckpt.get("optimizer_class") not in (None, kind):
+            raise CheckpointError(
+                f"checkpoint {where} holds the state of a {ckpt.get('optimizer_class')!r} "
+                f"optimizer; this run's optimizer is {kind} (optimizer="
+                f"{self.config.optimizer!r})"
+            )
+        for side, vocab in _saved_vocabs(ckpt, required=False).items():
+            if vocab != getattr(self.task, f"{side}_vocab"):
                 raise CheckpointError(
                     f"checkpoint {where}: its {side} vocabulary differs from task "
                     f"{self.task.name!r}'s"
                 )
+        step = int(ckpt["step"])
+        try:
+            history = History.from_dict(ckpt.get("history"))
+        except ValueError as err:
+            raise CheckpointError(f"checkpoint {where} has an unusable history: {err}") from err
+        if ckpt.get("history") is not None and len(history.step) != step:
+            raise CheckpointError(
+                f"checkpoint {where}: its metadata says step {step}, but its history records "
+                f"{len(history.step)} steps"
+            )
         # transactional: keep copies, restore them if any part fails to load
         backup = (
             {k: np.array(to_numpy(v), copy=True) for k, v in self.model.state_dict().items()},
@@ -704,21 +878,31 @@ class Trainer:
             self.step,
             self.history,
         )
+        parts: list[tuple[str, Callable[[], None]]] = [
+            ("model parameters", lambda: self.model.load_state_dict(ckpt["model"])),
+            ("optimizer state", lambda: self.optimizer.load_state_dict(ckpt["optimizer"])),
+            ("schedule state", lambda: self.scheduler.load_state_dict(ckpt["scheduler"])),
+            ("random generator state", lambda: _set_host_rng_state(ckpt.get("rng_state"))),
+        ]
+        if not ckpt.get("scheduler"):
+            parts.pop(2)
         try:
-            self.model.load_state_dict(ckpt["model"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            if ckpt.get("scheduler"):
-                self.scheduler.load_state_dict(ckpt["scheduler"])
-            _set_host_rng_state(ckpt.get("rng_state"))
-            self.step = int(ckpt["step"])
-            self.history = History.from_dict(ckpt.get("history"))
-        except Exception as err:
+            for what, load_part in parts:
+                try:
+                    load_part()
+                except Exception as err:
+                    raise CheckpointError(
+                        f"checkpoint {where} could not be loaded ({what}): {err}"
+                    ) from err
+            self.step = step
+            self.history = history
+        except BaseException:
             self.model.load_state_dict(backup[0])
             self.optimizer.load_state_dict(backup[1])
             self.scheduler.load_state_dict(backup[2])
             _set_host_rng_state(backup[3])
             self.step, self.history = backup[4], backup[5]
-            raise CheckpointError(f"checkpoint {where} could not be loaded: {err}") from err
+            raise
 
     @classmethod
     def from_checkpoint(
@@ -729,14 +913,68 @@ class Trainer:
         **overrides: Any,
     ) -> Trainer:
         """A trainer rebuilt from a checkpoint's config (``overrides`` may change e.g.
-        ``steps`` to train longer), with its state restored."""
+        ``steps`` to train longer), with its state restored.
+
+        A config in the checkpoint that is not usable raises :class:`CheckpointError`; an
+        override that is not (``lr=-1``) raises a plain ``ValueError``."""
         ckpt = load_checkpoint(path)
-        if not ckpt.get("config"):
+        saved = _saved_config(ckpt)
+        if saved is None:
             raise CheckpointError(f"checkpoint {ckpt['path']} holds no training config")
-        config = TrainConfig.from_dict(ckpt["config"], **overrides)
+        config = TrainConfig.from_dict(saved.to_dict(), **overrides)
         trainer = cls(config, progress=progress, log=log)
         trainer.load(ckpt)
         return trainer
+
+
+def _saved_config(ckpt: Mapping[str, Any]) -> TrainConfig | None:
+    """The training config of a checkpoint (what :func:`load_checkpoint` returned), checked:
+    a Transformer's, every field of :class:`TrainConfig` present and valid. None when it
+    holds no config; otherwise a :class:`CheckpointError` naming the file and the field."""
+    where = ckpt["path"]
+    kind = (ckpt.get("extra") or {}).get("model", "Transformer")
+    if kind != "Transformer":
+        raise CheckpointError(
+            f"checkpoint {where} holds a {kind!r} model; nanotf train and translate read "
+            "checkpoints of the encoder-decoder 'Transformer'"
+        )
+    d = ckpt.get("config")
+    if d is None:
+        return None
+    missing = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in d]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {where}: its config lacks the fields {missing} (nanotf train writes "
+            "every field of TrainConfig)"
+        )
+    try:
+        return TrainConfig.from_dict(d)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {where} has an unusable config: {err}") from err
+
+
+def _saved_vocabs(ckpt: Mapping[str, Any], required: bool) -> dict[str, Vocab]:
+    """``{"src": Vocab, "tgt": Vocab}`` of a checkpoint, checked ({} when it holds none and
+    they are not ``required``)."""
+    where, vocabs = ckpt["path"], ckpt.get("vocabs")
+    if vocabs is None:
+        if required:
+            raise CheckpointError(f"checkpoint {where} holds no vocabularies")
+        return {}
+    out = {}
+    for side in ("src", "tgt"):
+        if side not in vocabs:
+            raise CheckpointError(
+                f"checkpoint {where}: its vocabs lack {side!r} (expected 'src' and 'tgt', "
+                f"got {sorted(vocabs)})"
+            )
+        try:
+            out[side] = Vocab.from_dict(vocabs[side])
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(
+                f"checkpoint {where}: its vocabs[{side!r}] is not a vocabulary: {err}"
+            ) from err
+    return out
 
 
 def _check_model_state(where: Any, model: Transformer, state: dict[str, Any]) -> None:
@@ -771,14 +1009,15 @@ def load_model(
     vocabularies and its config (for translating; no optimizer is built)."""
     ckpt = load_checkpoint(path)
     where = ckpt["path"]
-    if not ckpt.get("config") or not ckpt.get("vocabs"):
+    config = _saved_config(ckpt)
+    if config is None or ckpt.get("vocabs") is None:
         raise CheckpointError(f"checkpoint {where} holds no config or vocabularies")
-    try:
-        config = TrainConfig.from_dict(ckpt["config"])
-        src_vocab = Vocab.from_dict(ckpt["vocabs"]["src"])
-        tgt_vocab = Vocab.from_dict(ckpt["vocabs"]["tgt"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {where} has an unusable config: {err}") from err
+    vocabs = _saved_vocabs(ckpt, required=True)
+    src_vocab, tgt_vocab = vocabs["src"], vocabs["tgt"]
+    if config.max_len is None:  # as Trainer does; the shapes are checked below
+        config = dataclasses.replace(
+            config, max_len=_resolved_max_len(config, make_task(config.task, config.task_options))
+        )
     set_default_dtype(config.dtype)
     model = build_model(config, src_vocab, tgt_vocab)
     _check_model_state(where, model, ckpt["model"])

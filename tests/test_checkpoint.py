@@ -232,3 +232,81 @@ def test_metadata_is_json(saved: tuple[Trainer, Path]) -> None:
     assert json.loads(meta["config"])["task"] == "reverse"
     assert any(k.startswith("model.") for k in keys)
     assert any(k.startswith("optimizer.exp_avg.") for k in keys)
+
+
+def _rewrite(src: Path, dst: Path, **changes: str) -> Path:
+    """A copy of checkpoint ``src`` with metadata entries replaced (an edit by hand)."""
+    from safetensors import safe_open
+
+    with safe_open(str(src), framework="numpy") as f:
+        meta = {**(f.metadata() or {}), **changes}
+        arrays = {k: f.get_tensor(k) for k in f.keys()}
+    save_file(arrays, str(dst), metadata=meta)
+    return dst
+
+
+@pytest.mark.parametrize(
+    ("entry", "value", "match"),
+    [
+        ("config", "[1, 2]", "metadata field 'config' must be a JSON object .*got list"),
+        ("history", '"long"', "metadata field 'history' must be a JSON object .*got str"),
+        ("optimizer", "[1]", "metadata field 'optimizer' must be a JSON object"),
+        ("optimizer", '{"class": "Adam", "scalars": 3}', "'optimizer' needs 'scalars'"),
+        ("optimizer", '{"class": 7, "scalars": {}}', "'optimizer' needs a 'class'"),
+        ("step", "-3", "metadata field 'step' must be >= 0, got -3"),
+    ],
+)
+def test_metadata_of_the_wrong_shape_is_named(
+    saved: tuple[Trainer, Path], tmp_path: Path, entry: str, value: str, match: str
+) -> None:
+    _, good = saved
+    bad = _rewrite(good, tmp_path / "bad.safetensors", **{entry: value})
+    with pytest.raises(CheckpointError, match=match) as err:
+        load_checkpoint(bad)
+    assert str(bad) in str(err.value)
+
+
+def test_edited_config_is_refused_by_resume_and_translate_alike(
+    saved: tuple[Trainer, Path], tmp_path: Path
+) -> None:
+    trainer, good = saved
+    config = trainer.config.to_dict()
+    for change, match in [
+        ({"betas": 5}, "unusable config: betas must be a pair"),
+        ({"task": ["reverse"]}, "unusable config: task must be a string"),
+        ({"d_model": "16"}, "unusable config: d_model must be an integer"),
+    ]:
+        bad = _rewrite(good, tmp_path / "bad.safetensors", config=json.dumps({**config, **change}))
+        with pytest.raises(CheckpointError, match=match):
+            Trainer.from_checkpoint(bad, progress=False)
+        with pytest.raises(CheckpointError, match=match):
+            load_model(bad)
+    target = Trainer(tiny(steps=3, eval_every=0, seed=4), progress=False)
+    before = params_of(target)
+    for changes, match in [
+        ({"step": "9"}, "says step 9, but its history records 3 steps"),
+        ({"extra": json.dumps({"model": "BertModel"})}, "holds a 'BertModel' model"),
+    ]:
+        bad = _rewrite(good, tmp_path / "bad.safetensors", **changes)
+        with pytest.raises(CheckpointError, match=match):
+            target.load(bad)
+        _assert_unchanged(target, before, 0)
+
+
+def test_metadata_is_strict_json_even_with_non_finite_numbers(tmp_path: Path) -> None:
+    from nanotf.checkpoint import json_safe
+
+    assert json_safe({"a": [1.0, float("nan"), (float("inf"), 2)], "b": "x"}) == {
+        "a": [1.0, None, [None, 2]],
+        "b": "x",
+    }
+    t = Trainer(tiny(steps=2, eval_every=0, clip_norm=None), progress=False)
+    t.train()
+    path = save_checkpoint(
+        tmp_path / "c.safetensors", t.model, history={"loss": [float("nan")]}, step=2
+    )
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        text = f.metadata()["history"]
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c}")) == {"loss": [None]}

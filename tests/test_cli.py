@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -275,3 +276,398 @@ def test_attention_bad_layer_and_model(tmp_path: Path, capsys: pytest.CaptureFix
     assert "--layer must be in [0, 6), got 6" in capsys.readouterr().err
     assert cli.main(["embed", "a", "b", "--model", str(tmp_path / "missing")]) == 2
     assert "model directory not found" in capsys.readouterr().err
+
+
+# -- bad requests: one line, exit 2, before any work -----------------------------------------------
+
+
+def strict_json(text: str) -> object:
+    """``json.loads`` that refuses ``NaN`` / ``Infinity`` (not JSON, though Python writes them)."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture
+def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if a Trainer is built or a data set drawn: the error must come first."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("work started before the bad request was refused")
+
+    monkeypatch.setattr(cli, "_train_and_report", refuse, raising=False)
+    monkeypatch.setattr("nanotf.train.Trainer.__init__", refuse)
+    monkeypatch.setattr("nanotf.data.Task._distinct", refuse)
+
+
+def _unwritable_places(tmp_path: Path) -> list[tuple[Path, str]]:
+    """(path, what the message says): a file where a directory is needed, a directory under a
+    file, and (on Linux) a place where nothing can be created even by root."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a directory")
+    places = [
+        (a_file, "is a file; expected a directory"),
+        (a_file / "sub", "a_file is a file, so no directory can be made under it"),
+    ]
+    if Path("/proc/self").is_dir():
+        places.append((Path("/proc/nanotf-test-run"), "cannot create the directory"))
+    return places
+
+
+def test_train_out_that_cannot_be_written_is_refused_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_training: None
+) -> None:
+    for out, said in _unwritable_places(tmp_path):
+        assert cli.main(["train", *TINY_ARGS, "--out", str(out)]) == 2, out
+        line = _one_line_error(capsys, "train")
+        assert f"--out {out}" in line and said in line
+    run = tmp_path / "run"
+    (run / "checkpoint.safetensors").mkdir(parents=True)  # a directory where a file goes
+    assert cli.main(["train", *TINY_ARGS, "--out", str(run)]) == 2
+    assert "checkpoint.safetensors is a directory" in _one_line_error(capsys, "train")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "run"]  # nothing left
+
+
+def test_train_out_check_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deep = tmp_path / "new" / "deeper" / "run"
+    cli.check_output_dir(deep, "--out", ["checkpoint.safetensors"])  # writable: no error
+    assert list(tmp_path.iterdir()) == []  # the probe removed what it made
+
+    def read_only(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Read-only file system")
+
+    monkeypatch.setattr(cli.tempfile, "TemporaryFile", read_only)
+    with pytest.raises(cli.CLIError, match="cannot write files in .*Read-only file system"):
+        cli.check_output_dir(deep, "--out")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_python_dash_m_bad_out_is_one_line_exit_2(tmp_path: Path) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    proc = run_module("train", "--out", str(a_file))  # the default run: refused, not trained
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nanotf train: error: --out ")
+    assert proc.stdout == ""
+
+
+def test_resume_with_fewer_steps_than_done(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "--resume", str(checkpoint), "--steps", "2", "--no-progress"]
+    assert cli.main([*argv, "--out", str(tmp_path / "o")]) == 2
+    line = _one_line_error(capsys, "train")
+    assert "--steps 2 is below the 4 steps" in line and "give --steps 4 or more" in line
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--n-heldout", "100000000"], "at most 1,000,000 in all"),
+        (["--task", "numbers", "--n-heldout", "600000"], "can hold out: at most 500,000"),
+        (["--task", "dates", "--n-heldout", "80000"], "can hold out: at most 73,049"),
+        (["--max-len", "100000"], "max_len must be at most 256, got 100000"),
+    ],
+)
+def test_requests_beyond_what_the_task_supplies(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str], no_training: None
+) -> None:
+    assert cli.main(["train", *argv, "--no-progress"]) == 2
+    assert said in _one_line_error(capsys, "train")
+
+
+def test_translate_beam_and_max_len_are_bounded_by_the_model(
+    checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ck = ["translate", "--checkpoint", str(checkpoint)]
+    assert cli.main([*ck, "--beam", "1000", "abc"]) == 2
+    assert "--beam must be in [1, 14]" in _one_line_error(capsys, "translate")
+    assert cli.main([*ck, "--max-len", "100000", "abc"]) == 2
+    line = _one_line_error(capsys, "translate")
+    assert "--max-len must be in [1, 32]" in line and "got 100000" in line
+    assert cli.main([*ck, "--beam", "14", "--max-len", "32", "abc"]) == 0  # the bounds work
+
+
+def test_unknown_character_gives_no_hint_to_a_missing_option(
+    checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["translate", "--checkpoint", str(checkpoint), "abz"]) == 2
+    assert "unk=" not in _one_line_error(capsys, "translate")
+
+
+# -- a run that diverges -----------------------------------------------------------------------
+
+
+def test_diverging_run_stops_with_a_clear_error_and_saves_nothing(
+    tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    good = checkpoint.read_bytes()
+    (out / "checkpoint.safetensors").write_bytes(good)  # the last good checkpoint
+    argv = ["train", *TINY_ARGS, "--lr", "1000", "--optimizer", "sgd", "--clip-norm", "0"]
+    assert cli.main([*argv, "--out", str(out)]) == 3
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    assert lines[0].startswith("nanotf train: error: training diverged at step ")
+    assert re.search("the (loss|gradient norm) is (nan|inf)", lines[0]), lines[0]
+    assert "Nothing was saved" in lines[0]
+    assert (out / "checkpoint.safetensors").read_bytes() == good
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.safetensors"]
+    for line in captured.out.splitlines():  # whatever JSON was printed is JSON
+        if line.startswith("{"):
+            strict_json(line)
+
+
+def test_everything_written_is_strict_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without clipping no gradient norm is computed: it must be written as null, not NaN."""
+    from safetensors import safe_open
+
+    out = tmp_path / "run"
+    assert cli.main(["train", *TINY_ARGS, "--clip-norm", "0", "--out", str(out)]) == 0
+    summary = strict_json(capsys.readouterr().out.strip().splitlines()[-1])
+    assert isinstance(summary, dict) and summary["steps"] == 12
+    history = strict_json((out / "history.json").read_text())
+    assert isinstance(history, dict) and history["grad_norm"] == [None] * 12
+    with safe_open(str(out / "checkpoint.safetensors"), framework="numpy") as f:
+        for value in (f.metadata() or {}).values():
+            if value.startswith(("{", "[")):
+                strict_json(value)
+    resumed = Trainer.from_checkpoint(out, progress=False)
+    assert resumed.history.grad_norm == [None] * 12
+
+
+# -- checkpoints whose metadata was edited --------------------------------------------------------
+
+
+def _edit_metadata(src: Path, dst: Path, edit: object) -> Path:
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    with safe_open(str(src), framework="numpy") as f:
+        meta = dict(f.metadata() or {})
+        arrays = {k: f.get_tensor(k) for k in f.keys()}
+    edit(meta)  # type: ignore[operator]
+    save_file(arrays, str(dst), metadata=meta)
+    return dst
+
+
+def _json_field(key: str, change: object) -> object:
+    def edit(meta: dict[str, str]) -> None:
+        value = json.loads(meta[key])
+        change(value)  # type: ignore[operator]
+        meta[key] = json.dumps(value)
+
+    return edit
+
+
+# (edit, what the message must say, the commands it concerns)
+EDITS: dict[str, tuple[object, str, tuple[str, ...]]] = {
+    "config a list": (
+        lambda m: m.update(config="[1, 2]"),
+        "metadata field 'config' must be a JSON object (or null), got list",
+        ("translate", "train"),
+    ),
+    "d_model a string": (
+        _json_field("config", lambda c: c.update(d_model="16")),
+        "unusable config: d_model must be an integer >= 1, got '16'",
+        ("translate", "train"),
+    ),
+    "betas a number": (
+        _json_field("config", lambda c: c.update(betas=5)),
+        "unusable config: betas must be a pair of numbers in [0, 1), got 5",
+        ("translate", "train"),
+    ),
+    "task a list": (
+        _json_field("config", lambda c: c.update(task=["reverse"])),
+        "unusable config: task must be a string, got list",
+        ("translate", "train"),
+    ),
+    "norm_first a string": (
+        _json_field("config", lambda c: c.update(norm_first="no")),
+        "norm_first must be True or False, got str 'no'",
+        ("translate", "train"),
+    ),
+    "config without task": (
+        _json_field("config", lambda c: c.pop("task")),
+        "its config lacks the fields ['task']",
+        ("translate", "train"),
+    ),
+    "config without max_len": (
+        _json_field("config", lambda c: c.pop("max_len")),
+        "its config lacks the fields ['max_len']",
+        ("translate", "train"),
+    ),
+    "vocabs without tgt": (
+        _json_field("vocabs", lambda v: v.pop("tgt")),
+        "its vocabs lack 'tgt'",
+        ("translate", "train"),
+    ),
+    "a vocab that is a string": (
+        _json_field("vocabs", lambda v: v.update(src="abc")),
+        "its vocabs['src'] is not a vocabulary",
+        ("translate", "train"),
+    ),
+    "optimizer a list": (
+        lambda m: m.update(optimizer="[1]"),
+        "metadata field 'optimizer' must be a JSON object (or null), got list",
+        ("translate", "train"),
+    ),
+    "optimizer scalars a number": (
+        _json_field("optimizer", lambda o: o.update(scalars=3)),
+        "metadata field 'optimizer' needs 'scalars'",
+        ("translate", "train"),
+    ),
+    "extra a list": (
+        lambda m: m.update(extra="[1]"),
+        "metadata field 'extra' must be a JSON object (or null), got list",
+        ("translate", "train"),
+    ),
+    "a model of another kind": (
+        _json_field("extra", lambda e: e.update(model="BertModel")),
+        "holds a 'BertModel' model",
+        ("translate", "train"),
+    ),
+    "an optimizer of another kind": (
+        _json_field("config", lambda c: c.update(optimizer="sgd")),
+        "holds the state of a 'Adam' optimizer; this run's optimizer is SGD",
+        ("train",),
+    ),
+    "history entries of the wrong type": (
+        _json_field("history", lambda h: h.update(loss="low")),
+        "unusable history: history field 'loss' must be a list, got str",
+        ("train",),
+    ),
+    "history missing a field": (
+        _json_field("history", lambda h: h.pop("seconds")),
+        "unusable history: the history lacks the fields ['seconds']",
+        ("train",),
+    ),
+    "step not the history's": (
+        lambda m: m.update(step="100"),
+        "its metadata says step 100, but its history records 4 steps",
+        ("train",),
+    ),
+    "generator state of another generator": (
+        _json_field("rng_state", lambda r: r.update(bit_generator="MT19937")),
+        "could not be loaded (random generator state)",
+        ("train",),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(EDITS))
+def test_edited_checkpoint_metadata_is_one_clear_line(
+    name: str, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit, said, commands = EDITS[name]
+    bad = _edit_metadata(checkpoint, tmp_path / "edited.safetensors", edit)
+    argvs = {
+        "translate": ["translate", "--checkpoint", str(bad), "abc"],
+        "train": ["train", "--resume", str(bad), "--steps", "6", "--no-progress"],
+    }
+    for command in commands:
+        argv = argvs[command] + (["--out", str(tmp_path / "out")] if command == "train" else [])
+        assert cli.main(argv) == 2, command
+        line = _one_line_error(capsys, command)
+        assert f"checkpoint {bad}" in line and said in line, line
+    assert not (tmp_path / "out").exists()
+
+
+# -- attention --out -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(model: object) -> None:
+        raise AssertionError("the encoder was loaded before the bad --out was refused")
+
+    monkeypatch.setattr(cli, "_load_encoder", refuse)
+
+
+def test_attention_out_must_be_an_image_file_it_can_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_encoder: None
+) -> None:
+    directory = tmp_path / "figures"
+    directory.mkdir()
+    bad = {
+        directory: "is a directory; expected a file name, such as",
+        tmp_path / "name": "expected an image file name ending in .png (or ",
+        tmp_path / "x.txt": "got 'x.txt'",
+    }
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    bad[a_file / "att.png"] = "a_file is a file, so no directory can be made under it"
+    if Path("/proc/self").is_dir():
+        bad[Path("/proc/nanotf-test/att.png")] = "cannot create the directory /proc/nanotf-test"
+    for out, said in bad.items():
+        assert cli.main(["attention", "Hi.", "--out", str(out)]) == 2, out
+        line = _one_line_error(capsys, "attention")
+        assert line.startswith(f"nanotf attention: error: --out {out}") and said in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "figures"]
+    assert list(directory.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def loaded_encoder() -> object:
+    """all-MiniLM-L6-v2, read once for the tests below (each command would read it again)."""
+    from nanotf.pretrained import SentenceEncoder
+
+    return SentenceEncoder.from_pretrained()
+
+
+@pytest.fixture
+def encoder_once(loaded_encoder: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "_load_encoder", lambda model: loaded_encoder)
+
+
+def test_attention_writes_exactly_the_file_it_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], encoder_once: None
+) -> None:
+    out = tmp_path / "maps" / "att.PDF"  # a new directory, an upper-case suffix
+    assert cli.main(["attention", "Hi.", "--head", "0", "--out", str(out)]) == 0
+    assert [p.name for p in (tmp_path / "maps").iterdir()] == ["att.PDF"]
+    assert out.read_bytes()[:5] == b"%PDF-"
+    assert capsys.readouterr().out.startswith(f"wrote {out} ")
+
+
+def test_attention_layer_and_head_accept_exactly_their_stated_range(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], encoder_once: None
+) -> None:
+    out = str(tmp_path / "a.png")
+    for flag, value, said in [
+        ("--layer", "-1", "--layer must be in [0, 6), got -1"),
+        ("--head", "-1", "--head must be in [0, 12), got -1"),
+        ("--head", "12", "--head must be in [0, 12), got 12"),
+    ]:
+        assert cli.main(["attention", "Hi.", flag, value, "--out", out]) == 2
+        assert said in _one_line_error(capsys, "attention")
+    assert not Path(out).exists()
+    assert cli.main(["attention", "Hi.", "--layer", "5", "--head", "11", "--out", out]) == 0
+
+
+def test_embed_bad_batch_size_is_refused_before_loading(
+    capsys: pytest.CaptureFixture[str], no_encoder: None
+) -> None:
+    assert cli.main(["embed", "a", "b", "--batch-size", "0"]) == 2
+    assert "--batch-size must be at least 1, got 0" in _one_line_error(capsys, "embed")
+
+
+def test_interrupt_outside_training_is_one_line_and_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted(model: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_load_encoder", interrupted)
+    monkeypatch.delenv("NANOTF_DEBUG", raising=False)
+    assert cli.main(["embed", "a", "b"]) == 130
+    assert capsys.readouterr().err.strip() == "nanotf embed: interrupted"

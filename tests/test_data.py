@@ -104,7 +104,8 @@ def test_unknown_symbol_error_names_symbol_position_and_allowed():
     msg = str(info.value)
     assert "'x' at position 1" in msg and "'y' at position 3" in msg
     assert "'a', 'b', 'c'" in msg
-    assert "unk='map'" in msg
+    # no hint to an option that `translate` and the command line do not have
+    assert "unk=" not in msg and "<unk>" not in msg
 
 
 def test_unknown_word_error_is_abbreviated_for_long_vocabularies():
@@ -627,3 +628,31 @@ def test_heldout_never_takes_a_whole_small_group(name: str) -> None:
         train_short = {p[0] for p in train if group(p) == 1}
         assert len(held_short) <= 5
         assert train_short, f"seed {seed}: training has no example of the smallest group"
+
+
+def test_splits_are_bounded_before_anything_is_drawn(monkeypatch):
+    from nanotf.data import MAX_SPLIT_PAIRS, MAX_STRING_LEN
+
+    def no_drawing(*args, **kwargs):
+        raise AssertionError("drew examples before checking the request")
+
+    monkeypatch.setattr(Task, "_distinct", no_drawing)
+    reverse = get_task("reverse")
+    assert reverse.max_heldout == sum(10**k // 2 for k in range(1, 11))
+    with pytest.raises(ValueError, match=f"at most {MAX_SPLIT_PAIRS:,} in all"):
+        reverse.splits(20_000, 100_000_000, seed=0)  # would take ~50 GB
+    numbers = get_task("numbers")
+    assert numbers.max_heldout == 500_000  # half of each digit count: 5 + 45 + ... + 450000
+    with pytest.raises(ValueError, match="'numbers' can hold out: at most 500,000"):
+        numbers.splits(10, 500_001, seed=0)
+    dates = get_task("dates")
+    assert dates.max_heldout == dates.n_sources  # no groups: every day can be held out
+    with pytest.raises(ValueError, match="can hold out: at most 73,049$"):
+        dates.check_split(0, 73_050)
+    small = get_task("copy", alphabet="ab", max_len=2)  # a b | aa ab ba bb
+    assert small.max_heldout == 1 + 2
+    small.check_split(3, 3)
+    with pytest.raises(ValueError, match="can hold out: at most 3"):
+        small.check_split(0, 4)
+    with pytest.raises(ValueError, match=f"max_len must be at most {MAX_STRING_LEN}, got 1000"):
+        get_task("reverse", max_len=1000)

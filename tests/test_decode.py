@@ -283,3 +283,16 @@ def test_translate_text(transformer: Transformer) -> None:
         translate(transformer, "abc", vocab, vocab)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="position table"):
         translate(transformer, ["a" * 40], vocab, vocab)
+
+
+def test_translate_bounds_beam_width_and_max_len_by_the_model(transformer: Transformer) -> None:
+    vocab = Vocab("abcdef")  # 10 tokens
+    limit = transformer.max_len
+    with pytest.raises(ValueError, match=r"beam_width must be in \[1, 10\].*got 11"):
+        translate(transformer, ["abc"], vocab, vocab, beam_width=11)
+    with pytest.raises(ValueError, match=rf"max_len must be in \[1, {limit}\].*got {limit + 1}"):
+        translate(transformer, ["abc"], vocab, vocab, max_len=limit + 1)
+    with pytest.raises(ValueError, match="max_len must be a positive integer, got 0"):
+        translate(transformer, ["abc"], vocab, vocab, max_len=0)
+    # the bounds themselves work
+    assert len(translate(transformer, ["abc"], vocab, vocab, beam_width=10, max_len=limit)) == 1

@@ -11,7 +11,15 @@ import pytest
 import nanotf
 from nanotf.data import PAD_ID
 from nanotf.functional import cross_entropy_forward
-from nanotf.train import History, TrainConfig, Trainer, lr_schedule, smoothed_loss_floor, train
+from nanotf.train import (
+    History,
+    TrainConfig,
+    Trainer,
+    TrainingDiverged,
+    lr_schedule,
+    smoothed_loss_floor,
+    train,
+)
 
 
 def tiny(**overrides: Any) -> TrainConfig:
@@ -184,11 +192,80 @@ def test_translate_after_training() -> None:
         ("backend", "jax", "unknown backend 'jax'"),
         ("n_train", 4, r"n_train \(4\) must be at least batch_size \(8\)"),
         ("dropout", float("nan"), "dropout must be a finite number"),
+        # wrong types (e.g. a checkpoint edited by hand) are named, not a TypeError
+        ("task", ["reverse"], "task must be a string, got list"),
+        ("activation", 1, "activation must be a string, got int"),
+        ("betas", 5, r"betas must be a pair of numbers in \[0, 1\), got 5"),
+        ("betas", ("a", "b"), "betas must be a pair of numbers"),
+        ("norm_first", "no", "norm_first must be True or False, got str 'no'"),
+        # more than the task or nanotf can supply: the bound, before anything is drawn
+        ("n_heldout", 10**8, "at most 1,000,000 in all"),
+        ("n_heldout", 40, "task 'copy' can hold out: at most 31"),
     ],
 )
 def test_config_errors_name_the_field(field: str, value: Any, match: str) -> None:
+    options = {"task": "copy", "task_options": {"max_len": 5, "alphabet": "ab"}}
+    extra = options if field == "n_heldout" and value == 40 else {}
     with pytest.raises(ValueError, match=match):
-        tiny(**{field: value})
+        tiny(**{**extra, field: value})
+
+
+def test_a_diverging_run_stops_before_the_update_that_spreads_it() -> None:
+    trainer = Trainer(
+        tiny(steps=12, eval_every=0, optimizer="sgd", lr=1000.0, clip_norm=None), progress=False
+    )
+    with np.errstate(all="ignore"), pytest.raises(TrainingDiverged, match="loss is (nan|inf)") as e:
+        trainer.train()
+    done = e.value.step
+    assert 0 < done < 12 and e.value.quantity == "loss" and not math.isfinite(e.value.value)
+    assert f"diverged at step {done + 1}" in str(e.value)
+    assert trainer.step == done == len(trainer.history.loss)  # nothing recorded for it
+    assert all(math.isfinite(v) for v in trainer.history.loss)
+    assert trainer.optimizer.step_count == trainer.scheduler.step_count == done
+
+
+def test_a_non_finite_gradient_norm_stops_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    import nanotf.train
+
+    trainer = Trainer(tiny(steps=4, eval_every=0), progress=False)
+    trainer.train(until=2)
+    before = params_of(trainer)
+    monkeypatch.setattr(nanotf.train, "clip_grad_norm", lambda params, max_norm: math.inf)
+    with pytest.raises(TrainingDiverged, match="the gradient norm is inf"):
+        trainer.train()
+    assert trainer.step == 2
+    for name, p in params_of(trainer).items():
+        np.testing.assert_array_equal(p, before[name], err_msg=name)
+
+
+def test_history_without_clipping_is_strict_json() -> None:
+    import json
+
+    h = Trainer(tiny(steps=3, eval_every=0, clip_norm=None), progress=False).train()
+    assert h.grad_norm == [None, None, None]  # not computed, and not NaN
+    json.dumps(h.to_dict(), allow_nan=False)
+    odd = History(
+        step=[1], loss=[math.nan], lr=[1.0], grad_norm=[math.inf], tokens=[3], seconds=[0.1]
+    )
+    assert odd.to_dict()["loss"] == [None] and odd.to_dict()["grad_norm"] == [None]
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"loss": 5}, "history field 'loss' must be a list, got int"),
+        ({"lr": [1.0, 2.0]}, "per-step lists differ in length"),
+        ({"tokens": ["a"]}, r"history field 'tokens'\[0\] must be an integer, got 'a'"),
+        ({"evals": [3]}, r"'evals'\[0\] must be a dict with an integer 'step'"),
+    ],
+)
+def test_history_from_dict_names_what_is_wrong(change: dict[str, Any], match: str) -> None:
+    good = History(step=[1], loss=[0.5], lr=[1.0], grad_norm=[None], tokens=[3], seconds=[0.1])
+    assert History.from_dict(good.to_dict()) == good
+    with pytest.raises(ValueError, match=match):
+        History.from_dict({**good.to_dict(), **change})
+    with pytest.raises(ValueError, match=r"lacks the fields \['seconds'\]"):
+        History.from_dict({k: v for k, v in good.to_dict().items() if k != "seconds"})
 
 
 def test_config_round_trips_through_dict() -> None:

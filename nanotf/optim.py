@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from .backend import get_array_module, to_numpy
+from .nn._checks import describe, is_array
 from .nn.parameter import Parameter
 
 __all__ = [
@@ -113,7 +114,7 @@ def _flag(name: str, value: Any) -> bool:
     """A boolean hyperparameter; ``0``/``1`` are accepted because checkpoints store numbers."""
     if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
         value = value.item()
-    if value in (0, 1) and isinstance(value, numbers.Number):
+    if isinstance(value, numbers.Number) and value in (0, 1):
         return bool(value)
     raise TypeError(f"{name}: expected True or False, got {value!r}")
 
@@ -163,6 +164,39 @@ def _host_copy(a: Any) -> np.ndarray:
     """A NumPy copy of ``a`` that later in-place updates cannot change."""
     host = to_numpy(a)
     return host.copy() if host is a else host
+
+
+def _state_array(who: str, key: str, a: Any, p: Parameter, i: int) -> Any:
+    """State array ``a`` (saved for ``params[i]``) as a new array of ``p``'s array module,
+    shape and dtype, after checking that it is one: a real floating-point array (NumPy, or of
+    the parameter's array module) of the parameter's shape, all finite. Refused, with a
+    ``TypeError`` or ``ValueError`` naming ``key``: Python lists and numbers, torch tensors
+    (convert with ``.detach().cpu().numpy()``), complex arrays (the imaginary part would be
+    dropped), bool, integer, string and object arrays, and NaN or inf (a corrupt state)."""
+    xp = get_array_module(p.data)
+    shape = tuple(p.data.shape)
+    where = f"{who}: {key!r}"
+    if not (isinstance(a, np.ndarray) or (is_array(a) and get_array_module(a) is xp)):
+        raise TypeError(
+            f"{where}: expected a NumPy array (the state of params[{i}]), got {describe(a)}"
+        )
+    if not np.issubdtype(a.dtype, np.floating):
+        raise TypeError(
+            f"{where}: expected a real floating-point array (params[{i}] is {p.data.dtype}), "
+            f"got {describe(a)}"
+        )
+    if tuple(a.shape) != shape:
+        raise ValueError(f"{where}: expected shape {shape} (params[{i}]), given {tuple(a.shape)}")
+    with np.errstate(over="ignore"):  # float64 values beyond float32's range become inf: refused
+        out = xp.array(a, dtype=p.data.dtype)  # a copy, on the parameter's device
+    finite = xp.isfinite(out)
+    if not bool(to_numpy(finite.all())):
+        bad = int(to_numpy((~finite).sum()))
+        raise ValueError(
+            f"{where}: expected finite values, got {bad} NaN or infinite value(s) (a corrupt "
+            f"state{'' if a.dtype == out.dtype else f', or values outside {out.dtype} range'})"
+        )
+    return out
 
 
 # -- the optimizers -------------------------------------------------------------------------------
@@ -280,8 +314,14 @@ class Optimizer:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a ``state_dict()``: step count, hyperparameters (``lr`` included, as PyTorch
-        does) and state arrays, moved to the parameters' device and dtype. Everything is checked
-        before anything changes."""
+        does) and state arrays, copied to the parameters' device and dtype.
+
+        Everything is checked before anything changes, so a refused load leaves the optimizer
+        exactly as it was. A state array must be a real floating-point NumPy array (or one of
+        the parameters' array module) of its parameter's shape, with finite values: complex,
+        integer, bool, string and object arrays, torch tensors, Python lists and numbers are
+        refused (``TypeError``), and so are NaN and inf (``ValueError``: a corrupt state).
+        """
         kind = type(self).__name__
         if not isinstance(state, Mapping):
             raise TypeError(
@@ -290,7 +330,8 @@ class Optimizer:
             )
         if "num_params" not in state:
             raise ValueError(
-                f"{kind}.load_state_dict: expected a key 'num_params', given keys {sorted(state)}"
+                f"{kind}.load_state_dict: expected a key 'num_params', "
+                f"given keys {sorted(state, key=str)}"
             )
         n = _integer("num_params", state["num_params"], low=0)
         if n != len(self.params):
@@ -315,33 +356,23 @@ class Optimizer:
         if set(state) != expected:
             raise ValueError(
                 f"{kind}.load_state_dict: keys do not match; missing "
-                f"{sorted(expected - set(state))}, unexpected {sorted(set(state) - expected)}"
+                f"{sorted(expected - set(state))}, "
+                f"unexpected {sorted(set(state) - expected, key=str)}"
             )
         step = _integer("step", state["step"], low=0)
-        arrays: dict[str, list[Any]] = {}
-        for b in buffers:
-            arrays[b] = []
-            for i, p in enumerate(self.params):
-                key = f"{b}.{i}"
-                a = state[key]
-                if not hasattr(a, "shape"):
-                    a = np.asarray(a)
-                if tuple(a.shape) != tuple(p.data.shape):
-                    raise ValueError(
-                        f"{kind}.load_state_dict: {key!r}: expected shape {tuple(p.data.shape)} "
-                        f"(params[{i}]), given {tuple(a.shape)}"
-                    )
-                arrays[b].append(a)
-        # everything checked: commit
-        self._set_hyper(hyper)
-        self.step_count = step
-        self.state = {
+        # every array checked and converted (to the parameter's device and dtype) before any
+        # attribute changes: a refused load leaves the optimizer exactly as it was
+        new_state = {
             b: [
-                get_array_module(p.data).array(a, dtype=p.data.dtype)
-                for a, p in zip(arrays[b], self.params, strict=True)
+                _state_array(f"{kind}.load_state_dict", f"{b}.{i}", state[f"{b}.{i}"], p, i)
+                for i, p in enumerate(self.params)
             ]
             for b in buffers
         }
+        # commit (nothing below can fail)
+        self._set_hyper(hyper)
+        self.step_count = step
+        self.state = new_state
 
     def __repr__(self) -> str:
         hyper = ", ".join(f"{k}={v!r}" for k, v in self._hyper().items())
@@ -667,13 +698,21 @@ class LRScheduler:
         return {"step": self.step_count}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore the step count (and set ``optimizer.lr = fn(step)`` when ``step >= 1``)."""
-        if not isinstance(state, Mapping) or set(state) != {"step"}:
-            given = sorted(state) if isinstance(state, Mapping) else type(state).__name__
-            raise ValueError(f"LRScheduler.load_state_dict: expected keys ['step'], given {given}")
+        """Restore the step count (and set ``optimizer.lr = fn(step)`` when ``step >= 1``).
+
+        Checked before anything changes: the keys, the step, and the learning rate ``fn(step)``
+        that it implies; a refused load leaves the scheduler and the optimizer as they were.
+        """
+        who = "LRScheduler.load_state_dict"
+        if not isinstance(state, Mapping):
+            raise TypeError(f"{who}: expected a dict {{'step': int}}, got {type(state).__name__}")
+        if set(state) != {"step"}:
+            raise ValueError(f"{who}: expected keys ['step'], given {sorted(state, key=str)}")
         step = _integer("step", state["step"], low=0)
-        if step >= 1:
-            self.optimizer.lr = self.fn(step)
+        lr = _real(f"{who}: fn({step})", self.fn(step), low=0.0) if step >= 1 else None
+        # commit (nothing below can fail)
+        if lr is not None:
+            self.optimizer.lr = lr
         self.step_count = step
 
 

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from ..backend import erf, get_array_module
-from ._checks import check_float
+from ._checks import check_dout, check_float
 
 _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -15,15 +15,22 @@ _GELU_C = 0.044715
 
 
 def relu_forward(x: Any) -> tuple[Any, Any]:
-    """``out = max(x, 0)`` (NaN stays NaN, as in torch); the cache is the mask ``x > 0``."""
+    """``out = max(x, 0)`` (NaN stays NaN, as in torch); the cache is ``out`` itself
+    (``out > 0`` exactly where ``x > 0``)."""
     check_float("relu input", x)
     xp = get_array_module(x)
-    return xp.maximum(x, 0), x > 0
+    out = xp.maximum(x, 0)
+    return out, out
 
 
 def relu_backward(dout: Any, cache: Any) -> Any:
-    """d relu(x)/dx = 1 where x > 0 else 0, so ``dx = dout * (x > 0)``."""
-    return dout * cache
+    """d relu(x)/dx = 1 where x > 0 else 0, so ``dx = dout · (out > 0)``.
+
+    Written ``dout · not(out <= 0)`` so that a NaN input passes ``dout`` through, as in torch.
+    """
+    out = cache
+    check_dout("relu_backward", dout, out.shape, out.dtype)
+    return dout * ~(out <= 0)
 
 
 def gelu_forward(x: Any, approximate: str = "none") -> tuple[Any, tuple]:
@@ -31,26 +38,30 @@ def gelu_forward(x: Any, approximate: str = "none") -> tuple[Any, tuple]:
 
     ``approximate="none"``: Φ(x) = ½ (1 + erf(x / √2))  (BERT's ``gelu``, torch's default).
     ``approximate="tanh"``: Φ(x) ≈ ½ (1 + tanh(√(2/π) (x + 0.044715 x³)))  (``gelu_new``).
+    The math runs in place on a flat view ``x.reshape(-1)`` (elementwise, so the shape does not
+    matter; a 0-d input becomes (1,), on which NumPy's ``out=`` works).
     """
     check_float("gelu input", x)
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu approximate must be 'none' or 'tanh', got {approximate!r}")
     xp = get_array_module(x)
+    xf = x.reshape(-1)  # (n,)
     if approximate == "none":
-        cdf = erf(x * _SQRT_HALF)
+        cdf = erf(xf * _SQRT_HALF)
         cdf += 1.0
         cdf *= 0.5  # Φ(x)
-        return x * cdf, ("none", x, cdf)
-    if approximate == "tanh":
-        inner = x * x
-        inner *= _GELU_C
-        inner += 1.0
-        inner *= x
-        inner *= _SQRT_2_OVER_PI  # u = √(2/π) (x + c x³)
-        t = xp.tanh(inner, out=inner)
-        out = t + 1.0
-        out *= x
-        out *= 0.5
-        return out, ("tanh", x, t)
-    raise ValueError(f"gelu approximate must be 'none' or 'tanh', got {approximate!r}")
+        out = xf * cdf
+        return out.reshape(x.shape), ("none", x, cdf)
+    inner = xf * xf
+    inner *= _GELU_C
+    inner += 1.0
+    inner *= xf
+    inner *= _SQRT_2_OVER_PI  # u = √(2/π) (x + c x³)
+    t = xp.tanh(inner, out=inner)
+    out = t + 1.0
+    out *= xf
+    out *= 0.5
+    return out.reshape(x.shape), ("tanh", x, t)
 
 
 def gelu_backward(dout: Any, cache: tuple) -> Any:
@@ -60,8 +71,11 @@ def gelu_backward(dout: Any, cache: tuple) -> Any:
     tanh:   with t = tanh(u), u = √(2/π)(x + c x³):
             d/dx = ½ (1 + t) + ½ x (1 - t²) √(2/π) (1 + 3 c x²).
     """
-    kind, x, saved = cache
+    kind, x, saved = cache  # saved: Φ(x) or t, flat (n,)
+    check_dout("gelu_backward", dout, x.shape, x.dtype)
     xp = get_array_module(x)
+    shape = x.shape
+    x, dout = x.reshape(-1), dout.reshape(-1)  # (n,), flat as in the forward
     if kind == "none":
         pdf = x * x
         pdf *= -0.5
@@ -70,7 +84,7 @@ def gelu_backward(dout: Any, cache: tuple) -> Any:
         pdf *= x
         pdf += saved  # Φ(x) + x φ(x)
         pdf *= dout
-        return pdf
+        return pdf.reshape(shape)
     t = saved
     du = x * x
     du *= 3.0 * _GELU_C
@@ -84,4 +98,4 @@ def gelu_backward(dout: Any, cache: tuple) -> Any:
     du += 1.0
     du *= 0.5
     du *= dout
-    return du
+    return du.reshape(shape)

@@ -13,7 +13,19 @@ import math
 from typing import Any
 
 from ..backend import get_array_module
-from ._checks import broadcast_shape, check_float, check_ndim, check_same_dtype
+from ._checks import (
+    broadcast_shape,
+    check_dout,
+    check_float,
+    check_int,
+    check_ndim,
+    check_nonempty_axis,
+    check_real,
+    check_same_device,
+    check_same_dtype,
+    given,
+    is_array,
+)
 from .dropout import dropout_backward, dropout_forward
 
 
@@ -23,9 +35,13 @@ def split_heads(x: Any, n_heads: int) -> Any:
     Its backward is ``merge_heads`` (a split is a reshape and a transpose, nothing else).
     """
     check_ndim("split_heads input", x, 3)
+    check_int("split_heads n_heads", n_heads, 1)
     b, t, c = x.shape
-    if n_heads < 1 or c % n_heads:
-        raise ValueError(f"model width {c} is not divisible by the number of heads {n_heads}")
+    if c % n_heads:
+        raise ValueError(
+            f"split_heads input: model width {c} is not divisible by the number of heads "
+            f"{n_heads} (n_heads), got an input of shape {tuple(x.shape)}"
+        )
     xp = get_array_module(x)
     return xp.ascontiguousarray(x.reshape(b, t, n_heads, c // n_heads).transpose(0, 2, 1, 3))
 
@@ -40,7 +56,12 @@ def merge_heads(x: Any) -> Any:
 
 def padding_mask(keep: Any) -> Any:
     """Key-padding mask (B, Tk), True (or 1) for real tokens -> boolean (B, 1, 1, Tk)."""
-    check_ndim("padding mask", keep, 2)
+    check_ndim("padding_mask keep", keep, 2)
+    if keep.dtype != bool and keep.dtype.kind not in "iu":
+        raise TypeError(
+            f"padding_mask keep must be a boolean or integer array (True or 1 = real token), "
+            f"got {keep.dtype}"
+        )
     return (keep != 0)[:, None, None, :]
 
 
@@ -52,6 +73,9 @@ def causal_mask(t_q: int, t_k: int | None = None, xp: Any = None) -> Any:
     ``causal_lower_right``; ``scaled_dot_product_attention(is_causal=True)`` aligns top-left
     instead, which differs only when Tq != Tk.
     """
+    check_int("causal_mask t_q", t_q, 0)
+    if t_k is not None:
+        check_int("causal_mask t_k", t_k, 0)
     if xp is None:
         import numpy as xp
     t_k = t_q if t_k is None else t_k
@@ -79,7 +103,8 @@ def attention_forward(
     for name, a in (("q", q), ("k", k), ("v", v)):
         check_float(f"attention {name}", a)
         check_ndim(f"attention {name}", a, 4)
-    check_same_dtype(q=q, k=k, v=v)
+    check_same_device("attention", q=q, k=k, v=v)
+    check_same_dtype("attention", q=q, k=k, v=v)
     b, h, t_q, d = q.shape
     t_k = k.shape[2]
     if k.shape[:2] != q.shape[:2] or k.shape[3] != d or v.shape[:3] != k.shape[:3]:
@@ -87,17 +112,26 @@ def attention_forward(
             "attention expects q (B, H, Tq, D), k (B, H, Tk, D), v (B, H, Tk, Dv), got "
             f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
         )
+    check_nonempty_axis("attention k", k, 2, "Tk, the keys")
+    if scale is None:
+        check_nonempty_axis("attention q", q, 3, "D, which sets the default scale 1/√D")
+    else:
+        check_real("attention scale", scale)
+    check_real("attention dropout_p", dropout_p, 0, 1)
     xp = get_array_module(q)
     allowed = None
     if mask is not None:
-        if not hasattr(mask, "dtype") or mask.dtype != bool:
-            given = getattr(mask, "dtype", type(mask).__name__)
-            raise TypeError(f"attention mask must be a boolean array (True = attend), got {given}")
+        if not is_array(mask) or mask.dtype != bool:
+            raise TypeError(
+                f"attention mask must be a boolean array (True = attend), got {given(mask)}"
+            )
+        check_same_device("attention", q=q, mask=mask)
         full = (b, h, t_q, t_k)
         if mask.ndim > 4 or broadcast_shape(tuple(mask.shape), full) != full:
             raise ValueError(
                 f"attention mask of shape {tuple(mask.shape)} does not broadcast to the scores "
-                f"(B, H, Tq, Tk) = {full}; a key-padding mask (B, Tk) needs padding_mask()"
+                f"(B, H, Tq, Tk) = {full} (got q {tuple(q.shape)}, k {tuple(k.shape)}); a "
+                "key-padding mask (B, Tk) needs padding_mask()"
             )
         allowed = mask
     if causal:
@@ -130,6 +164,10 @@ def attention_backward(
     gradients of the intermediates, ``keep["probs"] = dP`` and ``keep["scores"] = dS``.
     """
     q, k, v, _scores, probs, dropped, drop_cache, scale = cache
+    shape = (*q.shape[:3], v.shape[3])
+    check_dout("attention_backward", dout, shape, q.dtype, "(B, H, Tq, Dv)")
+    if keep is not None and not isinstance(keep, dict):
+        raise TypeError(f"attention_backward keep must be a dict or None, got {given(keep)}")
     dv = dropped.swapaxes(-1, -2) @ dout  # (B, H, Tk, Dv)
     dprobs = dropout_backward(dout @ v.swapaxes(-1, -2), drop_cache)  # (B, H, Tq, Tk)
     dscores = dprobs * probs

@@ -6,24 +6,37 @@ from typing import Any
 
 from ..backend import get_array_module
 from ..backend import rng as default_rng
-from ._checks import check_float
+from ._checks import check_array, check_dout, check_float, check_real, check_same_device, given
 
 
 def dropout_forward(
     x: Any, p: float, training: bool = True, rng: Any = None, mask: Any = None
-) -> tuple[Any, Any]:
+) -> tuple[Any, tuple]:
     """``out = x * keep / (1 - p)`` with ``keep ~ Bernoulli(1 - p)``.
 
-    In eval mode or with ``p = 0`` it is the identity and the cache is None. The kept mask,
-    already scaled by 1 / (1 - p), is the cache, so the backward reuses exactly this draw.
-    ``rng`` defaults to the backend's seeded generator; ``mask`` (bool, same shape as x) may be
-    given to replay a known draw, e.g. to compare with another implementation.
+    The cache is ``(keep, shape, dtype)``: the kept mask, already scaled by 1 / (1 - p), so the
+    backward reuses exactly this draw, and the shape and dtype of x. In eval mode or with
+    ``p = 0`` it is the identity and ``keep`` is None. ``rng`` defaults to the backend's seeded
+    generator; ``mask`` (bool, same shape as x) may be given to replay a known draw, e.g. to
+    compare with another implementation.
     """
     check_float("dropout input", x)
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+    check_real("dropout probability", p, 0, 1)
+    shape = tuple(x.shape)
+    if rng is not None and not callable(getattr(rng, "random", None)):
+        raise TypeError(
+            f"dropout rng must be a random generator (numpy.random.Generator or CuPy's), "
+            f"got {given(rng)}"
+        )
+    if mask is not None:
+        check_array("dropout mask", mask)
+        check_same_device("dropout", x=x, mask=mask)
+        if mask.dtype != bool:
+            raise TypeError(f"dropout mask must be a boolean array (True = keep), got {mask.dtype}")
+        if tuple(mask.shape) != shape:
+            raise ValueError(f"dropout mask must have shape {shape}, got {tuple(mask.shape)}")
     if not training or p == 0.0:
-        return x, None
+        return x, (None, shape, x.dtype)
     xp = get_array_module(x)
     if mask is None:
         gen = default_rng() if rng is None else rng
@@ -31,14 +44,14 @@ def dropout_forward(
         if get_array_module(u) is not xp:  # a generator of another device: move the draw
             u = xp.asarray(u)
         mask = u >= p
-    elif tuple(mask.shape) != tuple(x.shape):
-        raise ValueError(f"dropout mask must have shape {tuple(x.shape)}, got {tuple(mask.shape)}")
     scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)
     keep = mask.astype(x.dtype)
     keep *= scale  # 0 or 1/(1-p)
-    return x * keep, keep
+    return x * keep, (keep, shape, x.dtype)
 
 
-def dropout_backward(dout: Any, cache: Any) -> Any:
+def dropout_backward(dout: Any, cache: tuple) -> Any:
     """``dx = dout * keep / (1 - p)``: the same scaled mask as the forward (identity if none)."""
-    return dout if cache is None else dout * cache
+    keep, shape, dtype = cache
+    check_dout("dropout_backward", dout, shape, dtype)
+    return dout if keep is None else dout * keep

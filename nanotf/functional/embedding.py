@@ -5,25 +5,37 @@ from __future__ import annotations
 from typing import Any
 
 from ..backend import get_array_module, scatter_add
-from ._checks import check_float, check_int_ids, check_ndim
+from ._checks import (
+    check_dout,
+    check_float,
+    check_int,
+    check_int_ids,
+    check_ndim,
+    check_same_device,
+)
 
 
 def embedding_forward(ids: Any, weight: Any, padding_idx: int | None = None) -> tuple[Any, tuple]:
     """Look rows of ``weight`` up by integer ``ids``.
 
     ids: (...) integers in [0, V), weight: (V, C). Returns ``out: (..., C)`` and the cache
-    ``(ids, V, padding_idx)``. ``padding_idx`` (as in PyTorch) only affects the backward: that
-    row gets no gradient.
+    ``(ids, V, padding_idx, C, dtype)``. ``padding_idx`` (as in PyTorch) only affects the backward:
+    that row gets no gradient.
     """
     check_float("embedding weight", weight)
     check_ndim("embedding weight", weight, 2)
-    n_vocab = weight.shape[0]
-    check_int_ids("token ids", ids, n_vocab)
-    if padding_idx is not None and not -n_vocab <= padding_idx < n_vocab:
-        raise IndexError(f"padding_idx must lie in [-{n_vocab}, {n_vocab}), got {padding_idx}")
-    if padding_idx is not None and padding_idx < 0:
-        padding_idx += n_vocab
-    return weight[ids], (ids, n_vocab, padding_idx)
+    n_vocab, n_dim = weight.shape
+    check_int_ids("embedding token ids", ids, n_vocab)
+    check_same_device("embedding", ids=ids, weight=weight)
+    if padding_idx is not None:
+        check_int("embedding padding_idx", padding_idx)
+        if not -n_vocab <= padding_idx < n_vocab:
+            raise IndexError(
+                f"embedding padding_idx must lie in [-{n_vocab}, {n_vocab}), got {padding_idx}"
+            )
+        if padding_idx < 0:
+            padding_idx += n_vocab
+    return weight[ids], (ids, n_vocab, padding_idx, n_dim, weight.dtype)
 
 
 def embedding_backward(dout: Any, cache: tuple) -> Any:
@@ -32,11 +44,11 @@ def embedding_backward(dout: Any, cache: tuple) -> Any:
     Repeated ids add up (a scatter-add), and the ``padding_idx`` row stays zero.
     Returns ``dW: (V, C)``.
     """
-    ids, n_vocab, padding_idx = cache
+    ids, n_vocab, padding_idx, n_dim, dtype = cache
+    check_dout("embedding_backward", dout, (*ids.shape, n_dim), dtype, "(..., C)")
     xp = get_array_module(dout)
-    n_dim = dout.shape[-1]
     dweight = xp.zeros((n_vocab, n_dim), dtype=dout.dtype)
-    scatter_add(dweight, ids.reshape(-1), dout.reshape(-1, n_dim))
+    scatter_add(dweight, ids.reshape(-1), dout.reshape(ids.size, n_dim))
     if padding_idx is not None:
         dweight[padding_idx] = 0
     return dweight

@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from ..backend import get_array_module
-from ._checks import check_float, check_same_dtype
+from ._checks import (
+    check_dout,
+    check_float,
+    check_nonempty_axis,
+    check_real,
+    check_same_device,
+    check_same_dtype,
+)
 
 
 def layernorm_forward(x: Any, gamma: Any, beta: Any, eps: float = 1e-5) -> tuple[Any, tuple]:
@@ -15,11 +22,16 @@ def layernorm_forward(x: Any, gamma: Any, beta: Any, eps: float = 1e-5) -> tuple
     ``rstd = 1 / √(σ² + eps)`` (both are worth plotting) and γ.
     """
     check_float("layernorm input", x)
-    check_same_dtype(x=x, gamma=gamma, beta=beta)
+    check_float("layernorm gamma", gamma)
+    check_float("layernorm beta", beta)
+    check_real("layernorm eps", eps)
+    check_same_device("layernorm", x=x, gamma=gamma, beta=beta)
+    check_same_dtype("layernorm", x=x, gamma=gamma, beta=beta)
+    check_nonempty_axis("layernorm input", x, -1, "the C features it normalises over")
     n = x.shape[-1]
     if tuple(gamma.shape) != (n,) or tuple(beta.shape) != (n,):
         raise ValueError(
-            f"layernorm: gamma and beta must have shape ({n},) to match x {tuple(x.shape)}, "
+            f"layernorm gamma and beta must have shape ({n},) to match x {tuple(x.shape)}, "
             f"got {tuple(gamma.shape)} and {tuple(beta.shape)}"
         )
     xp = get_array_module(x)
@@ -42,6 +54,7 @@ def layernorm_backward(dout: Any, cache: tuple) -> tuple[Any, Any, Any]:
     dx = rstd · (g - mean(g) - x̂ · mean(g ⊙ x̂)),  with g = dout ⊙ γ.
     """
     xhat, rstd, gamma = cache
+    check_dout("layernorm_backward", dout, xhat.shape, xhat.dtype, "(..., C)")
     n = xhat.shape[-1]
     dout2 = dout.reshape(-1, n)
     dgamma = (dout2 * xhat.reshape(-1, n)).sum(axis=0)

@@ -5,7 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from ..backend import get_array_module
-from ._checks import check_float, check_int_ids
+from ._checks import (
+    check_array,
+    check_dout,
+    check_float,
+    check_int,
+    check_int_ids,
+    check_nonempty_axis,
+    check_real,
+    check_same_device,
+)
 from .softmax import log_softmax_forward
 
 
@@ -23,30 +32,38 @@ def cross_entropy_forward(
     ``loss_n = -Σ_c q_c log p_c``. ``reduction="mean"`` divides the sum over non-ignored
     positions by their count (PyTorch's definition); ``"sum"`` does not divide. With every
     target ignored, ``"sum"`` gives 0 (as PyTorch) and ``"mean"`` raises (PyTorch gives NaN).
-    Returns the loss as a 0-d array and the cache.
+    An ignored position adds exactly 0 and gets a gradient of exactly 0, even where its logits
+    are NaN or inf (as PyTorch's loss; PyTorch's gradient there is NaN). Returns the loss as a
+    0-d array and the cache.
     """
     check_float("cross_entropy logits", logits)
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-    if reduction not in ("mean", "sum"):
-        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    check_nonempty_axis("cross_entropy logits", logits, -1, "the V classes")
+    check_array("cross_entropy targets", targets)
+    check_same_device("cross_entropy", logits=logits, targets=targets)
+    check_int("cross_entropy ignore_index", ignore_index)
+    check_real("cross_entropy label_smoothing", label_smoothing, 0, 1)
+    if not isinstance(reduction, str) or reduction not in ("mean", "sum"):
+        raise ValueError(f"cross_entropy reduction must be 'mean' or 'sum', got {reduction!r}")
     n_classes = logits.shape[-1]
     if tuple(targets.shape) != tuple(logits.shape[:-1]):
         raise ValueError(
-            f"targets must have shape {tuple(logits.shape[:-1])} (logits without the class "
-            f"dimension), got {tuple(targets.shape)}"
+            f"cross_entropy targets must have shape {tuple(logits.shape[:-1])} (logits without "
+            f"the class dimension), got {tuple(targets.shape)}"
         )
-    check_int_ids("targets", targets, n_classes, allowed_extra=ignore_index)
+    check_int_ids("cross_entropy targets", targets, n_classes, allowed_extra=ignore_index)
     xp = get_array_module(logits)
-    logp, (p, _) = log_softmax_forward(logits.reshape(-1, n_classes))  # (N, V)
     y = targets.reshape(-1)  # (N,)
     valid = y != ignore_index  # (N,)
+    # ignored rows are set to 0 first, so their NaN or inf never enters the softmax's arithmetic
+    flat = xp.where(valid[:, None], logits.reshape(-1, n_classes), 0)  # (N, V)
+    logp, (p, _) = log_softmax_forward(flat)  # (N, V)
     n_valid = int(valid.sum())
     if n_valid == 0 and reduction == "mean":
+        n = y.shape[0]
+        why = f"all {n} targets equal ignore_index={ignore_index}" if n else "no targets"
         raise ValueError(
-            f"all {y.shape[0]} targets equal ignore_index={ignore_index}: the mean over no "
-            "targets is undefined (expected at least one target in [0, "
-            f"{n_classes}); reduction='sum' gives 0 here)"
+            f"cross_entropy targets must hold at least one target in [0, {n_classes}) for "
+            f"reduction='mean' (the mean over no targets is undefined; 'sum' gives 0), got {why}"
         )
     y_safe = xp.where(valid, y, 0)
     rows = xp.arange(y.shape[0])
@@ -56,7 +73,7 @@ def cross_entropy_forward(
         per_row = (1.0 - label_smoothing) * nll + label_smoothing * smooth
     else:
         per_row = nll
-    per_row = per_row * valid
+    xp.copyto(per_row, 0.0, where=~valid)  # not `* valid`: 0 · NaN would be NaN
     denom = n_valid if reduction == "mean" else 1
     loss = per_row.sum() / denom
     cache = (p, y_safe, valid, denom, label_smoothing, tuple(logits.shape))
@@ -66,16 +83,19 @@ def cross_entropy_forward(
 def cross_entropy_backward(dloss: Any, cache: tuple) -> Any:
     """Gradient with respect to the logits: ``dlogits_n = (p_n - q_n) · valid_n / count · dloss``.
 
-    (softmax then log then the smoothed one-hot: the classic ``p - q``.)
+    (softmax then log then the smoothed one-hot: the classic ``p - q``.) ``dloss`` is the
+    gradient of the 0-d loss: a 0-d array or a number. Ignored rows get exactly 0.
     """
     p, y_safe, valid, denom, eps, shape = cache
+    check_dout(
+        "cross_entropy_backward", dloss, (), p.dtype, "(the 0-d loss)", arg="dloss", number_ok=True
+    )
     xp = get_array_module(p)
     n_classes = p.shape[-1]
     dlogits = p.copy()  # (N, V)
     if eps > 0.0:
         dlogits -= eps / n_classes
     dlogits[xp.arange(p.shape[0]), y_safe] -= 1.0 - eps
-    scale = valid.astype(p.dtype)
-    scale *= dloss / denom  # (N,)
-    dlogits *= scale[:, None]
+    dlogits *= dloss / denom
+    xp.copyto(dlogits, 0.0, where=~valid[:, None])  # not `* valid`: 0 · NaN would be NaN
     return dlogits.reshape(shape)

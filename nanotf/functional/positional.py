@@ -8,7 +8,15 @@ from typing import Any
 import numpy as np
 
 from ..backend import get_array_module
-from ._checks import check_float, check_ndim
+from ._checks import (
+    check_dout,
+    check_float,
+    check_float_dtype,
+    check_int,
+    check_ndim,
+    check_real,
+    check_same_device,
+)
 
 
 def sinusoidal_encoding(
@@ -19,8 +27,16 @@ def sinusoidal_encoding(
     PE[pos, 2i] = sin(pos / base^(2i/d)),  PE[pos, 2i+1] = cos(pos / base^(2i/d)).
     Computed in float64 and cast once to ``dtype``.
     """
+    check_int("sinusoidal_encoding max_len", max_len)
+    check_int("sinusoidal_encoding d_model", d_model)
     if max_len < 1 or d_model < 1:
-        raise ValueError(f"max_len and d_model must be positive, got {max_len} and {d_model}")
+        raise ValueError(
+            f"sinusoidal_encoding max_len and d_model must be positive, got {max_len} and {d_model}"
+        )
+    check_real("sinusoidal_encoding base", base)
+    if not 0 < base < math.inf:
+        raise ValueError(f"sinusoidal_encoding base must be positive and finite, got {base}")
+    check_float_dtype("sinusoidal_encoding dtype", dtype)
     pos = xp.arange(max_len, dtype=xp.float64)[:, None]  # (L, 1)
     two_i = xp.arange(0, d_model, 2, dtype=xp.float64)  # (ceil(d/2),)
     inv_freq = xp.exp(two_i * (-math.log(base) / d_model))  # 1 / base^(2i/d)
@@ -31,22 +47,36 @@ def sinusoidal_encoding(
     return pe.astype(dtype)
 
 
-def add_positional_forward(x: Any, table: Any, scale: float = 1.0) -> tuple[Any, float]:
-    """``out = x · scale + PE[:T]``; x: (B, T, C). The paper scales embeddings by √d_model."""
-    check_float("positional input", x)
-    check_ndim("positional input", x, 3)
+def add_positional_forward(x: Any, table: Any, scale: float = 1.0) -> tuple[Any, tuple]:
+    """``out = x · scale + PE[:T]``; x: (B, T, C). The paper scales embeddings by √d_model.
+
+    ``table`` (max_len, C) lives on x's device or on the host (then its first T rows are moved).
+
+    The cache is ``(scale, shape, dtype)`` of the output: the table is a constant, so the
+    backward needs nothing else.
+    """
+    check_float("add_positional input", x)
+    check_ndim("add_positional input", x, 3)
+    check_float("add_positional table", table)
+    check_ndim("add_positional table", table, 2)
+    check_real("add_positional scale", scale)
+    if not isinstance(table, np.ndarray):  # a host table is moved to x's device, as documented
+        check_same_device("add_positional", x=x, table=table)
     t, c = x.shape[1], x.shape[2]
     if t > table.shape[0] or c != table.shape[1]:
         raise ValueError(
-            f"positional table is {tuple(table.shape)} (max_len, d_model); input of shape "
-            f"{tuple(x.shape)} needs length <= {table.shape[0]} and width {table.shape[1]}"
+            f"add_positional table is {tuple(table.shape)} (max_len, d_model); the input of "
+            f"shape {tuple(x.shape)} needs length <= {table.shape[0]} and width {table.shape[1]}, "
+            f"got length {t} and width {c}"
         )
     xp = get_array_module(x)
     out = x * scale
     out += xp.asarray(table[:t], dtype=x.dtype)
-    return out, scale
+    return out, (scale, tuple(x.shape), x.dtype)
 
 
-def add_positional_backward(dout: Any, cache: float) -> Any:
+def add_positional_backward(dout: Any, cache: tuple) -> Any:
     """The table is a constant, so ``dx = dout · scale``."""
-    return dout * cache
+    scale, shape, dtype = cache
+    check_dout("add_positional_backward", dout, shape, dtype, "(B, T, C)")
+    return dout * scale

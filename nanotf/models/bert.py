@@ -32,6 +32,7 @@ which hides the ``Module.intermediate`` method on that layer object; call it on 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -49,6 +50,7 @@ from ..nn import (
     Parameter,
 )
 from ..nn import init as nn_init
+from ..nn._checks import check_array, check_mask, describe, is_array
 from ..nn.layers import ACTIVATIONS
 
 __all__ = ["BertConfig", "BertForMaskedLM", "BertModel"]
@@ -159,10 +161,23 @@ class BertConfig:
 
 
 def check_model_inputs(
-    model: str, input_ids: Any, attention_mask: Any, vocab_size: int, max_positions: int
+    model: str,
+    input_ids: Any,
+    attention_mask: Any,
+    vocab_size: int,
+    max_positions: int,
+    like: Any = None,
 ) -> tuple[int, int]:
-    """input_ids: (B, T) integers in [0, vocab_size), T <= max_positions; attention_mask (B, T)."""
-    shape = tuple(getattr(input_ids, "shape", ()))
+    """input_ids: (B, T) integers in [0, vocab_size), 1 <= T <= max_positions; attention_mask
+    None or a boolean / 0-1 array of shape (B, T); both of ``like``'s array module (the
+    model's parameters)."""
+    if not is_array(input_ids):
+        raise TypeError(
+            f"{model}: input_ids must be an integer array of shape (batch, length), "
+            f"got {describe(input_ids)}"
+        )
+    check_array(model, "input_ids", input_ids, like)
+    shape = tuple(input_ids.shape)
     if len(shape) != 2:
         raise ValueError(f"{model}: input_ids must have shape (batch, length), got {shape}")
     b, t = shape
@@ -170,14 +185,20 @@ def check_model_inputs(
         raise ValueError(
             f"{model}: sequence length {t} exceeds max_position_embeddings={max_positions}"
         )
-    check_int_ids("input_ids", input_ids, vocab_size)
+    if t == 0:
+        raise ValueError(
+            f"{model}: input_ids must hold at least one token per sequence, got shape {shape}"
+        )
+    check_int_ids(f"{model}: input_ids", input_ids, vocab_size)
     if attention_mask is not None:
-        mshape = tuple(getattr(attention_mask, "shape", ()))
-        if mshape != (b, t):
-            raise ValueError(
-                f"{model}: attention_mask must have the shape of input_ids (batch, length) = "
-                f"{(b, t)}, got {mshape}"
-            )
+        check_mask(
+            model,
+            "attention_mask",
+            attention_mask,
+            (b, t),
+            "the shape of input_ids (batch, length)",
+            like,
+        )
     return b, t
 
 
@@ -204,6 +225,10 @@ def drop_hf_buffers(state: dict[str, Any], prefix: str, names: tuple[str, ...]) 
     """Older Hugging Face checkpoints save the buffers ``embeddings.position_ids`` (0..P-1) and
     ``embeddings.token_type_ids`` (zeros). nanotf computes both on the fly: accept them when they
     hold those default values, refuse anything else."""
+    if not isinstance(state, Mapping):
+        raise TypeError(
+            f"load_state_dict: expected a dict of name -> array, got {type(state).__name__}"
+        )
     state = dict(state)
     for name in names:
         key = f"{prefix}embeddings.{name}"
@@ -426,17 +451,25 @@ class BertModel(Module):
         self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None
     ) -> Any:
         c = self.config
+        like = self.embeddings.word_embeddings.weight.data
         check_model_inputs(
-            "BERT", input_ids, attention_mask, c.vocab_size, c.max_position_embeddings
+            "BERT", input_ids, attention_mask, c.vocab_size, c.max_position_embeddings, like
         )
         if token_type_ids is None:
             token_type_ids = get_array_module(input_ids).zeros(input_ids.shape, dtype=int)
-        elif tuple(getattr(token_type_ids, "shape", ())) != tuple(input_ids.shape):
+        elif not is_array(token_type_ids):
+            raise TypeError(
+                f"BERT: token_type_ids must be an integer array of the shape of input_ids "
+                f"{tuple(input_ids.shape)}, got {describe(token_type_ids)}"
+            )
+        else:
+            check_array("BERT", "token_type_ids", token_type_ids, like)
+        if tuple(token_type_ids.shape) != tuple(input_ids.shape):
             raise ValueError(
                 f"BERT: token_type_ids must have the shape of input_ids {tuple(input_ids.shape)}, "
-                f"got {tuple(getattr(token_type_ids, 'shape', ()))}"
+                f"got {tuple(token_type_ids.shape)}"
             )
-        check_int_ids("token_type_ids", token_type_ids, c.type_vocab_size)
+        check_int_ids("BERT: token_type_ids", token_type_ids, c.type_vocab_size)
         h = self.embeddings.forward(input_ids, token_type_ids)  # (B, T, H)
         h = self.encoder.forward(h, attention_mask)  # (B, T, H)
         self.pooler_output = None if self.pooler is None else self.pooler.forward(h)  # (B, H)
@@ -549,19 +582,9 @@ class BertForMaskedLM(Module):
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> dict[str, list[str]]:
         """As ``Module.load_state_dict``, skipping Hugging Face's default buffers (see
-        ``BertModel.load_state_dict``). Tied names must hold equal arrays."""
+        ``BertModel.load_state_dict``). The tied names (``cls.predictions.decoder.weight`` and
+        ``bert.embeddings.word_embeddings.weight``; ``cls.predictions.bias`` and
+        ``cls.predictions.decoder.bias``) must hold equal arrays, as in every model; a checkpoint
+        with untied ones needs ``tie_word_embeddings=False``."""
         state = drop_hf_buffers(state, "bert.", ("position_ids", "token_type_ids"))
-        groups: dict[int, list[str]] = {}
-        for name, p in self._named_parameters_all():
-            groups.setdefault(id(p), []).append(name)
-        for names in groups.values():
-            given = [n for n in names if n in state]
-            for other in given[1:]:
-                a, b = state[given[0]], state[other]
-                if tuple(a.shape) == tuple(b.shape) and not bool((a == b).all()):
-                    raise ValueError(
-                        f"load_state_dict: {given[0]} and {other} are one tied parameter here "
-                        "but hold different values (an untied checkpoint needs "
-                        "tie_word_embeddings=False)"
-                    )
         return super().load_state_dict(state, strict)

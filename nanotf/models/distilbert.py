@@ -197,7 +197,12 @@ class DistilBertModel(Module):
     def forward(self, input_ids: Any, attention_mask: Any = None) -> Any:
         c = self.config
         check_model_inputs(
-            "DistilBERT", input_ids, attention_mask, c.vocab_size, c.max_position_embeddings
+            "DistilBERT",
+            input_ids,
+            attention_mask,
+            c.vocab_size,
+            c.max_position_embeddings,
+            self.embeddings.word_embeddings.weight.data,
         )
         h = self.embeddings.forward(input_ids)  # (B, T, dim)
         return self.transformer.forward(h, attention_mask)

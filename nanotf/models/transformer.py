@@ -24,11 +24,18 @@ adds every parameter's gradient into its ``.grad``.
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 from ..backend import get_array_module
-from ..functional import embedding_backward, embedding_forward
-from ..functional._checks import check_float, check_int_ids
+from ..functional import (
+    add_positional_backward,
+    add_positional_forward,
+    embedding_backward,
+    embedding_forward,
+)
+from ..functional._checks import check_int_ids
 from ..nn import (
     DecoderLayer,
     Dropout,
@@ -40,6 +47,14 @@ from ..nn import (
     ModuleList,
     PositionalEncoding,
     init,
+)
+from ..nn._checks import (
+    check_array,
+    check_float_input,
+    check_positive_int,
+    check_probability,
+    describe,
+    is_array,
 )
 
 __all__ = ["Transformer", "TransformerDecoder", "TransformerEncoder"]
@@ -186,22 +201,37 @@ class Transformer(Module):
         layer_norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
-        if n_encoder_layers < 0 or n_decoder_layers < 0:
+        who = "Transformer"
+        check_positive_int(who, "n_encoder_layers", n_encoder_layers, low=0)
+        check_positive_int(who, "n_decoder_layers", n_decoder_layers, low=0)
+        for name, size in (
+            ("src_vocab_size", src_vocab_size),
+            ("tgt_vocab_size", tgt_vocab_size),
+            ("d_model", d_model),
+            ("n_heads", n_heads),
+            ("d_ff", d_ff),
+            ("max_len", max_len),
+        ):
+            check_positive_int(who, name, size)
+        if d_model % n_heads:
             raise ValueError(
-                f"layer counts must be >= 0, got n_encoder_layers={n_encoder_layers}, "
-                f"n_decoder_layers={n_decoder_layers}"
-            )
-        if n_heads < 1 or d_model % n_heads:
-            raise ValueError(
-                f"d_model={d_model} must be divisible by n_heads={n_heads} "
+                f"{who}: d_model={d_model} must be divisible by n_heads={n_heads} "
                 f"(each head gets d_model / n_heads dimensions)"
             )
-        for name, size in (("src_vocab_size", src_vocab_size), ("tgt_vocab_size", tgt_vocab_size)):
-            if size < 1:
-                raise ValueError(f"{name} must be positive, got {size}")
+        check_probability(who, "dropout", dropout)
+        if isinstance(layer_norm_eps, bool) or not isinstance(layer_norm_eps, numbers.Real):
+            raise TypeError(
+                f"{who}: layer_norm_eps must be a positive real number, got {layer_norm_eps!r}"
+            )
+        if not (math.isfinite(layer_norm_eps) and layer_norm_eps > 0):
+            raise ValueError(
+                f"{who}: layer_norm_eps must be a positive real number, got {layer_norm_eps!r}"
+            )
+        if isinstance(pad_id, bool) or not isinstance(pad_id, numbers.Integral):
+            raise TypeError(f"{who}: pad_id must be an integer token id, got {pad_id!r}")
         if share_embeddings and src_vocab_size != tgt_vocab_size:
             raise ValueError(
-                "share_embeddings needs one vocabulary for source and target, got "
+                f"{who}: share_embeddings needs one vocabulary for source and target, got "
                 f"src_vocab_size={src_vocab_size} and tgt_vocab_size={tgt_vocab_size}"
             )
         self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
@@ -233,13 +263,28 @@ class Transformer(Module):
 
     # -- checks ---------------------------------------------------------------------------
     def _check_ids(self, what: str, ids: Any, vocab: int) -> None:
-        """(B, L) integer ids in [0, vocab), L within the position table."""
-        check_int_ids(f"{what} ids", ids, vocab)  # TypeError / IndexError naming the range
+        """(B, L) integer ids in [0, vocab), 1 <= L <= the position table's length."""
+        if not is_array(ids):
+            raise TypeError(
+                f"Transformer: {what} ids must be an integer array of shape (batch, length), "
+                f"got {describe(ids)}"
+            )
+        check_array("Transformer", f"{what} ids", ids, like=self.src_embed.weight.data)
+        check_int_ids(
+            f"Transformer: {what} ids", ids, vocab
+        )  # TypeError / IndexError naming the range
         if ids.ndim != 2:
-            raise ValueError(f"{what} ids must have shape (batch, length), got {tuple(ids.shape)}")
+            raise ValueError(
+                f"Transformer: {what} ids must have shape (batch, length), got {tuple(ids.shape)}"
+            )
+        if ids.shape[1] == 0:
+            raise ValueError(
+                f"Transformer: {what} ids must hold at least one token per sequence, got shape "
+                f"{tuple(ids.shape)}"
+            )
         if ids.shape[1] > self.max_len:
             raise ValueError(
-                f"{what} length {ids.shape[1]} exceeds the position table "
+                f"Transformer: {what} length {ids.shape[1]} exceeds the position table "
                 f"(max_len={self.max_len}): build the model with a larger max_len"
             )
 
@@ -247,31 +292,42 @@ class Transformer(Module):
         """The (B, L) boolean mask, True for real tokens: given, or ``ids != pad_id``."""
         if mask is None:
             return None if ids is None else ids != self.pad_id
-        shape = tuple(getattr(mask, "shape", ()))
+        if not is_array(mask):
+            raise TypeError(
+                f"Transformer: {what} must be a boolean array (True = real token) of shape "
+                "(batch, length) "
+                f"= {tuple(ids_shape)}, got {describe(mask)}"
+            )
+        check_array("Transformer", what, mask, like=self.src_embed.weight.data)
+        shape = tuple(mask.shape)
         if shape != tuple(ids_shape):
             raise ValueError(
-                f"{what} must have shape (batch, length) = {tuple(ids_shape)}, got {shape}"
+                f"Transformer: {what} must have shape (batch, length) = {tuple(ids_shape)}, "
+                f"got {shape}"
             )
-        xp = get_array_module(mask)
-        if mask.dtype != bool and not xp.issubdtype(mask.dtype, xp.integer):
-            raise TypeError(f"{what} must be boolean (True = real token), got {mask.dtype}")
+        if mask.dtype != bool and mask.dtype.kind not in "iu":
+            raise TypeError(
+                f"Transformer: {what} must be boolean (True = real token), got {mask.dtype}"
+            )
         return mask != 0
 
     # -- the embedding lookups ------------------------------------------------------------
     def _embed(self, table: Embedding, ids: Any, dropout: Dropout) -> tuple[Any, tuple]:
-        """``dropout(table[ids] · √C + PE[:L])`` -> (B, L, C), and the lookup's cache.
+        """``dropout(table[ids] · √C + PE[:L])`` -> (B, L, C), and the caches of the lookup and
+        of the positions.
 
-        A module keeps the cache of its last call only, and with ``share_embeddings`` one
-        table serves both sides; so the model runs the lookups with the functional pair and
-        keeps both caches itself. (``pos`` is called for both sides too: its only cache is the
-        constant √C, the same for both, so its backward is right for either.)
+        A module keeps the cache of its last call only, and one table (with
+        ``share_embeddings``) and one position table serve both sides; so the model runs the
+        lookups and the positions with the functional pairs and keeps both sides' caches itself.
         """
-        emb, cache = embedding_forward(ids, table.weight.data, table.padding_idx)  # (B, L, C)
-        return dropout.forward(self.pos.forward(emb)), cache
+        emb, emb_cache = embedding_forward(ids, table.weight.data, table.padding_idx)  # (B, L, C)
+        x, pos_cache = add_positional_forward(emb, self.pos.table_like(emb), self.pos.scale)
+        return dropout.forward(x), (emb_cache, pos_cache)
 
     def _embed_backward(self, table: Embedding, dx: Any, cache: tuple, dropout: Dropout) -> None:
-        demb = self.pos.backward(dropout.backward(dx))  # (B, L, C)
-        table.accumulate(table.weight, embedding_backward(demb, cache))  # (V, C), adds
+        emb_cache, pos_cache = cache
+        demb = add_positional_backward(dropout.backward(dx), pos_cache)  # (B, L, C)
+        table.accumulate(table.weight, embedding_backward(demb, emb_cache))  # (V, C), adds
 
     # -- forward --------------------------------------------------------------------------
     def encode(self, src: Any, src_mask: Any = None) -> Any:
@@ -296,12 +352,18 @@ class Transformer(Module):
         Greedy decoding calls ``decode`` again with the tokens written so far.
         """
         self._check_ids("target", tgt_in, self.tgt_vocab_size)
-        check_float("memory", memory)
+        check_float_input("Transformer", "memory", memory, like=self.out_proj.weight.data)
         b, t = tgt_in.shape
-        if memory.ndim != 3 or memory.shape[0] != b or memory.shape[2] != self.d_model:
+        if (
+            memory.ndim != 3
+            or memory.shape[0] != b
+            or memory.shape[1] == 0
+            or memory.shape[2] != self.d_model
+        ):
             raise ValueError(
-                f"memory must have shape (batch, source length, d_model) = ({b}, S, "
-                f"{self.d_model}) for target ids of shape {(b, t)}, got {tuple(memory.shape)}"
+                f"Transformer: memory must have shape (batch, source length, d_model) = ({b}, S, "
+                f"{self.d_model}) with S >= 1, for target ids of shape {(b, t)}, "
+                f"got {tuple(memory.shape)}"
             )
         src_mask = self._mask("src_mask", src_mask, memory.shape[:2])
         tgt_mask = self._mask("tgt_mask", tgt_mask, tgt_in.shape, tgt_in)
@@ -321,8 +383,9 @@ class Transformer(Module):
         self._check_ids("target", tgt_in, self.tgt_vocab_size)
         if src.shape[0] != tgt_in.shape[0]:
             raise ValueError(
-                f"source and target batch sizes differ: src has {src.shape[0]} sequences "
-                f"{tuple(src.shape)}, tgt_in has {tgt_in.shape[0]} {tuple(tgt_in.shape)}"
+                "Transformer: source and target batch sizes differ: src and tgt_in must hold "
+                f"the same number of sequences, got src {tuple(src.shape)} and tgt_in "
+                f"{tuple(tgt_in.shape)}"
             )
         src_mask = self._mask("src_mask", src_mask, src.shape, src)
         memory = self.encode(src, src_mask)  # (B, S, C)

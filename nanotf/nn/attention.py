@@ -6,17 +6,31 @@ from typing import Any
 
 from ..functional import attention_backward, attention_forward, merge_heads, split_heads
 from ..functional._checks import broadcast_shape
+from ._checks import (
+    check_array,
+    check_float_input,
+    check_mask,
+    check_positive_int,
+    check_probability,
+    describe,
+)
 from .layers import Linear
 from .module import Module
 
 
-def key_padding_to_mask(key_padding_mask: Any, batch: int, t_k: int) -> Any:
-    """(B, Tk) with True/1 for real tokens -> boolean (B, 1, 1, Tk), shape-checked."""
-    shape = tuple(getattr(key_padding_mask, "shape", ()))
-    if shape != (batch, t_k):
-        raise ValueError(
-            f"key padding mask must have shape (batch, key length) = {(batch, t_k)}, got {shape}"
-        )
+def key_padding_to_mask(
+    key_padding_mask: Any, batch: int, t_k: int, who: str = "attention", like: Any = None
+) -> Any:
+    """(B, Tk) with True/1 for real tokens -> boolean (B, 1, 1, Tk), type- and shape-checked
+    (and of ``like``'s array module)."""
+    check_mask(
+        who,
+        "key padding mask",
+        key_padding_mask,
+        (batch, t_k),
+        "shape (batch, key length)",
+        like,
+    )
     return (key_padding_mask != 0)[:, None, None, :]
 
 
@@ -48,8 +62,14 @@ class MultiHeadAttention(Module):
         names: tuple[str, str, str, str | None] = ("q_proj", "k_proj", "v_proj", "out_proj"),
     ) -> None:
         super().__init__()
-        if n_heads < 1 or d_model % n_heads:
-            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+        d_model = check_positive_int("MultiHeadAttention", "d_model", d_model)
+        n_heads = check_positive_int("MultiHeadAttention", "n_heads", n_heads)
+        if d_model % n_heads:
+            raise ValueError(
+                f"MultiHeadAttention: d_model={d_model} is not divisible by n_heads={n_heads} "
+                "(each head gets d_model / n_heads dimensions)"
+            )
+        dropout = check_probability("MultiHeadAttention", "dropout", dropout)
         self.d_model, self.n_heads, self.dropout, self.causal = d_model, n_heads, dropout, causal
         self._names = names
         for name in names[:3]:
@@ -65,28 +85,45 @@ class MultiHeadAttention(Module):
     def forward(
         self, x: Any, memory: Any = None, key_padding_mask: Any = None, attn_mask: Any = None
     ) -> Any:
-        self._cross = memory is not None
-        kv = x if memory is None else memory
-        if x.ndim != 3 or kv.ndim != 3:
-            raise ValueError(
-                f"attention expects (batch, length, {self.d_model}) inputs, got x {tuple(x.shape)}"
-                + ("" if memory is None else f" and memory {tuple(memory.shape)}")
+        who = f"MultiHeadAttention(d_model={self.d_model}, n_heads={self.n_heads})"
+        like = self._proj(0).weight.data
+        layout = f"(batch, length, {self.d_model})"
+        check_float_input(who, "x", x, like=like, ndim=3, last_dim=self.d_model, layout=layout)
+        if memory is not None:
+            check_float_input(
+                who, "memory", memory, like=like, ndim=3, last_dim=self.d_model, layout=layout
             )
+        kv = x if memory is None else memory
         b, t_q, _ = x.shape
         t_k = kv.shape[1]
         if kv.shape[0] != b:
-            raise ValueError(f"batch sizes differ: queries have {b}, memory has {kv.shape[0]}")
+            raise ValueError(
+                f"{who}: batch sizes differ: queries have {b}, memory has {kv.shape[0]} "
+                "(x and memory must have the same batch size)"
+            )
+        if t_k == 0:
+            raise ValueError(
+                f"{who}: {'memory' if memory is not None else 'x'} must have at least one "
+                f"position (the keys attention averages over), got shape {tuple(kv.shape)}"
+            )
         mask = None
         if key_padding_mask is not None:
-            mask = key_padding_to_mask(key_padding_mask, b, t_k)
+            mask = key_padding_to_mask(key_padding_mask, b, t_k, who, like)
         if attn_mask is not None:
+            check_array(who, "attn_mask", attn_mask, like)
+            if attn_mask.dtype != bool:
+                raise TypeError(
+                    f"{who}: attn_mask must be a boolean array (True = may attend), "
+                    f"got {describe(attn_mask)}"
+                )
             full = (b, self.n_heads, t_q, t_k)
-            if broadcast_shape(tuple(attn_mask.shape), full) != full:
+            if attn_mask.ndim > 4 or broadcast_shape(tuple(attn_mask.shape), full) != full:
                 raise ValueError(
-                    f"attn_mask of shape {tuple(attn_mask.shape)} does not broadcast to "
-                    f"(B, H, Tq, Tk) = {full}"
+                    f"{who}: attn_mask must broadcast to the scores (B, H, Tq, Tk) = {full}, "
+                    f"got shape {tuple(attn_mask.shape)}"
                 )
             mask = attn_mask if mask is None else mask & attn_mask
+        self._cross = memory is not None
         h = self.n_heads
         q = split_heads(self._proj(0).forward(x), h)  # (B, H, Tq, D)
         k = split_heads(self._proj(1).forward(kv), h)  # (B, H, Tk, D)

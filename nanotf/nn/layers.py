@@ -7,6 +7,7 @@ functional backward and adds the parameter gradients into ``.grad``.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 from ..backend import default_dtype, get_array_module, xp
@@ -28,6 +29,12 @@ from ..functional import (
     sinusoidal_encoding,
 )
 from . import init
+from ._checks import (
+    check_float_input,
+    check_ids,
+    check_positive_int,
+    check_probability,
+)
 from .module import Module
 from .parameter import Parameter
 
@@ -40,6 +47,11 @@ class Linear(Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
         super().__init__()
+        # PyTorch allows 0 features (an empty layer); nanotf's initialisation divides by the
+        # fan-in, so a layer has at least one input and one output feature (the op itself takes
+        # empty sizes, as torch's does)
+        in_features = check_positive_int("Linear", "in_features", in_features)
+        out_features = check_positive_int("Linear", "out_features", out_features)
         self.in_features, self.out_features = in_features, out_features
         bound = 1.0 / math.sqrt(in_features)
         self.weight = Parameter(init.uniform((out_features, in_features), bound))
@@ -47,8 +59,21 @@ class Linear(Module):
         self._cache: Any = None
 
     def forward(self, x: Any) -> Any:
+        """x: (..., in_features) -> (..., out_features)."""
+        check_float_input(
+            self._who(),
+            "input",
+            x,
+            like=self.weight.data,
+            min_ndim=1,
+            last_dim=self.in_features,
+            layout=f"(..., {self.in_features})",
+        )
         out, self._cache = linear_forward(x, self.weight.data, self.bias and self.bias.data)
         return out
+
+    def _who(self) -> str:
+        return f"Linear({self.in_features} -> {self.out_features})"
 
     def backward(self, dout: Any) -> Any:
         dx, dw, db = linear_backward(dout, self._cache)
@@ -65,8 +90,23 @@ class Embedding(Module):
     """A lookup table (num_embeddings, embedding_dim); ``padding_idx`` row starts at 0 and gets
     no gradient, as in PyTorch. Initialised N(0, 1) as PyTorch does."""
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None):
+    def __init__(
+        self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None
+    ) -> None:
         super().__init__()
+        num_embeddings = check_positive_int("Embedding", "num_embeddings", num_embeddings)
+        embedding_dim = check_positive_int("Embedding", "embedding_dim", embedding_dim)
+        if padding_idx is not None:
+            if isinstance(padding_idx, bool) or not isinstance(padding_idx, numbers.Integral):
+                raise TypeError(
+                    f"Embedding: padding_idx must be an integer or None, got {padding_idx!r}"
+                )
+            if not -num_embeddings <= padding_idx < num_embeddings:
+                raise ValueError(
+                    f"Embedding: padding_idx must lie in [-{num_embeddings}, {num_embeddings}) "
+                    f"(a row of the table), got {padding_idx}"
+                )
+            padding_idx = int(padding_idx) % num_embeddings  # -1 is the last row, as in PyTorch
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.padding_idx = padding_idx
         self.weight = Parameter(init.normal((num_embeddings, embedding_dim), 1.0))
@@ -75,6 +115,14 @@ class Embedding(Module):
         self._cache: Any = None
 
     def forward(self, ids: Any) -> Any:
+        """ids: (...) integers in [0, num_embeddings) -> (..., embedding_dim)."""
+        check_ids(
+            f"Embedding({self.num_embeddings}, {self.embedding_dim})",
+            "token ids",
+            ids,
+            self.num_embeddings,
+            like=self.weight.data,
+        )
         out, self._cache = embedding_forward(ids, self.weight.data, self.padding_idx)
         return out
 
@@ -95,12 +143,28 @@ class LayerNorm(Module):
 
     def __init__(self, normalized_shape: int, eps: float = 1e-5) -> None:
         super().__init__()
-        self.normalized_shape, self.eps = normalized_shape, eps
+        normalized_shape = check_positive_int("LayerNorm", "normalized_shape", normalized_shape)
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+            raise TypeError(f"LayerNorm: eps must be a positive real number, got {eps!r}")
+        if not (math.isfinite(eps) and eps > 0):
+            raise ValueError(f"LayerNorm: eps must be a positive real number, got {eps!r}")
+        self.normalized_shape, self.eps = normalized_shape, float(eps)
         self.weight = Parameter(init.ones((normalized_shape,)))
         self.bias = Parameter(init.zeros((normalized_shape,)))
         self._cache: Any = None
 
     def forward(self, x: Any) -> Any:
+        """x: (..., normalized_shape) -> the same shape."""
+        n = self.normalized_shape
+        check_float_input(
+            f"LayerNorm({n})",
+            "input",
+            x,
+            like=self.weight.data,
+            min_ndim=1,
+            last_dim=n,
+            layout=f"(..., {n})",
+        )
         out, self._cache = layernorm_forward(x, self.weight.data, self.bias.data, self.eps)
         self.save(xhat=self._cache[0], rstd=self._cache[1])
         return out
@@ -121,12 +185,12 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.1) -> None:
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
-        self.p = p
+        self.p = check_probability("Dropout", "dropout probability", p)
         self._cache: Any = None
 
     def forward(self, x: Any) -> Any:
+        """x: any shape, floating point -> the same shape."""
+        check_float_input(f"Dropout(p={self.p})", "input", x)
         out, self._cache = dropout_forward(x, self.p, self.training)
         return out
 
@@ -151,13 +215,15 @@ class Activation(Module):
 
     def __init__(self, name: str) -> None:
         super().__init__()
-        if name not in ACTIVATIONS:
+        if not isinstance(name, str) or name not in ACTIVATIONS:
             known = ", ".join(ACTIVATIONS)
             raise ValueError(f"unknown activation {name!r}: expected one of {known}")
         self.name = name
         self._cache: Any = None
 
     def forward(self, x: Any) -> Any:
+        """x: any shape, floating point -> the same shape."""
+        check_float_input(f"Activation({self.name!r})", "input", x)
         if self.name == "relu":
             out, self._cache = relu_forward(x)
         else:
@@ -181,21 +247,40 @@ class PositionalEncoding(Module):
 
     def __init__(self, d_model: int, max_len: int = 5000, scale: bool = True) -> None:
         super().__init__()
+        d_model = check_positive_int("PositionalEncoding", "d_model", d_model)
+        max_len = check_positive_int("PositionalEncoding", "max_len", max_len)
         self.d_model, self.max_len = d_model, max_len
         self.scale = math.sqrt(d_model) if scale else 1.0
         self.table = sinusoidal_encoding(max_len, d_model, dtype=default_dtype(), xp=xp())
         self._cache: Any = None
 
     def forward(self, x: Any) -> Any:
-        if x.ndim == 3 and x.shape[1] > self.max_len:
+        """x: (batch, length, d_model) with length <= max_len -> the same shape."""
+        who = f"PositionalEncoding(d_model={self.d_model}, max_len={self.max_len})"
+        check_float_input(
+            who,
+            "input",
+            x,
+            ndim=3,
+            last_dim=self.d_model,
+            layout=f"(batch, length, {self.d_model})",
+        )
+        out, self._cache = add_positional_forward(x, self.table_like(x), self.scale)
+        return out
+
+    def table_like(self, x: Any) -> Any:
+        """The position table on ``x``'s array module and in its dtype, after checking that
+        ``x``'s length fits in it (for callers that run the functional pair themselves)."""
+        if x.shape[1] > self.max_len:
+            who = f"PositionalEncoding(d_model={self.d_model}, max_len={self.max_len})"
             raise ValueError(
-                f"sequence length {x.shape[1]} exceeds the position table (max_len={self.max_len})"
+                f"{who}: sequence length {x.shape[1]} exceeds the position table "
+                f"(max_len={self.max_len})"
             )
         table = self.table
         if get_array_module(x) is not get_array_module(table) or table.dtype != x.dtype:
             table = get_array_module(x).asarray(table, dtype=x.dtype)
-        out, self._cache = add_positional_forward(x, table, self.scale)
-        return out
+        return table
 
     def backward(self, dout: Any) -> Any:
         return add_positional_backward(dout, self._cache)

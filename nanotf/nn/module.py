@@ -13,13 +13,37 @@ those in the backward. After one forward and backward, read them by dotted name 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
 from ..backend import get_array_module
+from ._checks import check_array, describe
 from .parameter import Parameter
+
+
+def _not_an_array(name: str, value: Any, like: Any) -> str | None:
+    """Why ``value`` cannot be read into a parameter ``like``, or None if it is an array
+    (NumPy, or of ``like``'s array module) or a plain number (which is a 0-d value and then
+    fails the shape check)."""
+    if isinstance(value, (np.ndarray, np.generic, int, float)) and not isinstance(value, bool):
+        return None
+    try:
+        check_array("load_state_dict", name, value, like)
+    except TypeError as err:
+        return str(err).removeprefix("load_state_dict: ")
+    return None
+
+
+def _same_bits(a: Any, b: Any, like: Any) -> bool:
+    """``a`` and ``b`` (same shape and dtype as ``like``) hold the same bits: -0.0 differs from
+    0.0 and a NaN equals the same NaN, so the tied parameter gets exactly what both names say."""
+    if a is b:
+        return True
+    xp = get_array_module(like)
+    bits = np.dtype(f"u{like.dtype.itemsize}")
+    return bool(xp.array_equal(xp.asarray(a).view(bits), xp.asarray(b).view(bits)))
 
 
 class Module:
@@ -88,14 +112,25 @@ class Module:
         (as Hugging Face's ``state_dict()``). The arrays are the live ones, not copies."""
         return {name: p.data for name, p in self._named_parameters_all()}
 
-    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> dict[str, list[str]]:
+    def load_state_dict(
+        self, state: Mapping[str, Any], strict: bool = True
+    ) -> dict[str, list[str]]:
         """Copy arrays into the parameters by name, in place (optimizers keep their references).
 
-        Shapes and dtypes must match exactly. With ``strict`` (default) missing and unexpected
-        keys are an error naming them; otherwise they are returned as
-        ``{"missing_keys": [...], "unexpected_keys": [...]}``. Nothing is written unless every
-        key checks out.
+        Every value must be an array (NumPy, or of the parameters' array module) of exactly the
+        parameter's shape and dtype: a Python list, a number or a torch tensor is refused (a
+        ``TypeError`` naming the key and how to convert it), and so is a complex, integer or
+        float64-for-float32 array (a ``ValueError``). A parameter that appears under several
+        names (tied embeddings) must be given equal arrays (bitwise) under all the names that
+        the state holds, else ``ValueError`` naming both keys.
+
+        With ``strict`` (default) missing and unexpected keys are an error naming them;
+        otherwise they are returned as ``{"missing_keys": [...], "unexpected_keys": [...]}``.
+        Nothing is written unless every key checks out.
         """
+        who = f"load_state_dict into {type(self).__name__}"
+        if not isinstance(state, Mapping):
+            raise TypeError(f"{who}: expected a dict of name -> array, got {describe(state)}")
         own = dict(self._named_parameters_all())
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
@@ -105,11 +140,19 @@ class Module:
                 parts.append(f"missing keys: {', '.join(missing)}")
             if unexpected:
                 parts.append(f"unexpected keys: {', '.join(unexpected)}")
-            raise KeyError(f"load_state_dict into {type(self).__name__}: " + "; ".join(parts))
+            raise KeyError(f"{who}: " + "; ".join(parts))
+        given = {name: p for name, p in own.items() if name in state}
+        # 1. every value is an array (a number counts as a 0-d array and fails the shape check)
+        wrong_type = [
+            why
+            for name, p in given.items()
+            if (why := _not_an_array(name, state[name], p.data)) is not None
+        ]
+        if wrong_type:
+            raise TypeError(f"{who}: " + "; ".join(wrong_type))
+        # 2. of the parameter's shape and dtype
         errors = []
-        for name, p in own.items():
-            if name not in state:
-                continue
+        for name, p in given.items():
             value = state[name]
             shape = tuple(getattr(value, "shape", ()))
             dtype = getattr(value, "dtype", None)
@@ -118,11 +161,22 @@ class Module:
             elif dtype is None or np.dtype(dtype) != p.dtype:
                 errors.append(f"{name}: expected dtype {p.dtype}, got {dtype}")
         if errors:
-            raise ValueError("load_state_dict: " + "; ".join(errors))
-        for name, p in own.items():
-            if name in state:
-                xp = get_array_module(p.data)
-                p.data[...] = xp.asarray(state[name])
+            raise ValueError(f"{who}: " + "; ".join(errors))
+        # 3. one Parameter under several names (tied weights): the arrays must be the same
+        first: dict[int, str] = {}
+        for name, p in given.items():
+            if id(p) not in first:
+                first[id(p)] = name
+            elif not _same_bits(state[first[id(p)]], state[name], p.data):
+                raise ValueError(
+                    f"{who}: {first[id(p)]} and {name} are one tied parameter in this model, "
+                    "but the state gives them different arrays (a checkpoint of an untied model "
+                    "does not load into a tied one)"
+                )
+        # everything checked: write each Parameter once, in place
+        for name in first.values():
+            p = given[name]
+            p.data[...] = get_array_module(p.data).asarray(state[name])
         return {"missing_keys": missing, "unexpected_keys": unexpected}
 
     def train(self, mode: bool = True) -> Module:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._checks import check_float_input
 from .attention import MultiHeadAttention
 from .layers import Activation, Dropout, LayerNorm, Linear
 from .module import Module
@@ -33,9 +34,21 @@ class FeedForward(Module):
         self.activation = Activation(activation)
         self.dropout = Dropout(dropout)
         setattr(self, names[1], Linear(d_ff, d_model))
+        self.d_model, self.d_ff = d_model, d_ff
 
     def forward(self, x: Any) -> Any:
-        pre = self._modules[self._names[0]].forward(x)  # (B, T, d_ff)
+        """x: (..., d_model) -> (..., d_model)."""
+        first = self._modules[self._names[0]]
+        check_float_input(
+            f"FeedForward({self.d_model} -> {self.d_ff} -> {self.d_model})",
+            "input",
+            x,
+            like=first.weight.data,
+            min_ndim=1,
+            last_dim=self.d_model,
+            layout=f"(..., {self.d_model})",
+        )
+        pre = first.forward(x)  # (B, T, d_ff)
         hidden = self.activation.forward(pre)
         self.save(pre_activation=pre, hidden=hidden)
         return self._modules[self._names[1]].forward(self.dropout.forward(hidden))
@@ -69,6 +82,7 @@ class EncoderLayer(Module):
         self.norm_first = norm_first
         self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout)
         self.ff = FeedForward(d_model, d_ff, activation, dropout)
+        self.d_model = self.self_attn.d_model
         self.norm1 = LayerNorm(d_model, layer_norm_eps)
         self.norm2 = LayerNorm(d_model, layer_norm_eps)
         self.dropout1 = Dropout(dropout)
@@ -76,6 +90,15 @@ class EncoderLayer(Module):
 
     def forward(self, x: Any, key_padding_mask: Any = None) -> Any:
         """x: (B, T, C); key_padding_mask: (B, T), True for real tokens."""
+        check_float_input(
+            f"EncoderLayer(d_model={self.d_model})",
+            "x",
+            x,
+            like=self.norm1.weight.data,
+            ndim=3,
+            last_dim=self.d_model,
+            layout=f"(batch, length, {self.d_model})",
+        )
         if self.norm_first:
             a = self.self_attn.forward(self.norm1.forward(x), key_padding_mask=key_padding_mask)
             x = x + self.dropout1.forward(a)
@@ -118,6 +141,7 @@ class DecoderLayer(Module):
         self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout, causal=True)
         self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout)
         self.ff = FeedForward(d_model, d_ff, activation, dropout)
+        self.d_model = self.self_attn.d_model
         self.norm1 = LayerNorm(d_model, layer_norm_eps)
         self.norm2 = LayerNorm(d_model, layer_norm_eps)
         self.norm3 = LayerNorm(d_model, layer_norm_eps)
@@ -133,10 +157,17 @@ class DecoderLayer(Module):
         memory_key_padding_mask: Any = None,
     ) -> Any:
         """x: (B, T, C) decoder input, memory: (B, S, C) encoder output; masks True = real token."""
-        if memory.ndim != 3 or x.ndim != 3 or memory.shape[0] != x.shape[0]:
+        who = f"DecoderLayer(d_model={self.d_model})"
+        layout = f"(batch, length, {self.d_model})"
+        like = self.norm1.weight.data
+        check_float_input(who, "x", x, like=like, ndim=3, last_dim=self.d_model, layout=layout)
+        check_float_input(
+            who, "memory", memory, like=like, ndim=3, last_dim=self.d_model, layout=layout
+        )
+        if memory.shape[0] != x.shape[0]:
             raise ValueError(
-                f"decoder input {tuple(x.shape)} and encoder memory {tuple(memory.shape)} must be "
-                "(batch, length, width) with the same batch size"
+                f"{who}: decoder input {tuple(x.shape)} and encoder memory "
+                f"{tuple(memory.shape)} must be (batch, length, width) with the same batch size"
             )
         sa, ca = self.self_attn, self.cross_attn
         tgt_mask, mem_mask = tgt_key_padding_mask, memory_key_padding_mask

@@ -1,0 +1,179 @@
+"""Input checks for modules and state dicts: every error names the module (or key), says what was
+expected and what was given.
+
+The ops in ``nanotf.functional`` check their own inputs; these checks run one level up, where the
+module knows its sizes (``Linear(4 -> 3)`` expects a last dimension of 4) and can say so in its
+own words, and where things that are not arrays at all (Python lists, torch tensors, numbers)
+must be refused before any array code touches them.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+from ..backend import get_array_module
+
+__all__ = [
+    "check_array",
+    "check_float_input",
+    "check_ids",
+    "check_mask",
+    "check_positive_int",
+    "check_probability",
+    "describe",
+    "is_array",
+    "is_torch_tensor",
+]
+
+
+def is_torch_tensor(value: Any) -> bool:
+    """True for a ``torch.Tensor`` (checked by its module's name: nanotf never imports torch)."""
+    return type(value).__module__.split(".")[0] == "torch"
+
+
+def is_array(value: Any) -> bool:
+    """A NumPy array, a CuPy array or the CPU stand-in for CuPy (not a torch tensor, not a list,
+    not a Python number)."""
+    if isinstance(value, np.ndarray):
+        return True
+    if is_torch_tensor(value) or isinstance(value, (np.generic, numbers.Number)):
+        return False
+    return get_array_module(value) is not np and all(
+        hasattr(value, a) for a in ("shape", "dtype", "ndim")
+    )
+
+
+def _type_name(value: Any) -> str:
+    """``numpy.ndarray``, ``cupy.ndarray``, ``nanotf.testing.strict.StrictArray``, ..."""
+    module = type(value).__module__
+    if module.split(".")[0] in ("numpy", "cupy", "torch"):
+        module = module.split(".")[0]
+    return f"{module}.{type(value).__name__}"
+
+
+def describe(value: Any) -> str:
+    """What was given, in a few words: ``"a float64 array of shape (2, 5)"``, ``"a Python
+    list (convert it with numpy.asarray)"``, ``"a torch.Tensor of shape (2, 3) (convert ...)"``."""
+    if is_torch_tensor(value):
+        shape = tuple(getattr(value, "shape", ()))
+        return (
+            f"a torch.Tensor of shape {shape} (convert it with .detach().cpu().numpy(), "
+            "or nanotf.asarray(t.detach().cpu().numpy()) for the current backend)"
+        )
+    if is_array(value):
+        kind = "" if isinstance(value, np.ndarray) else f" ({_type_name(value)})"
+        return f"a {value.dtype} array of shape {tuple(value.shape)}{kind}"
+    if isinstance(value, (list, tuple)):
+        return f"a Python {type(value).__name__} (convert it with numpy.asarray)"
+    if isinstance(value, (np.generic, numbers.Number)):
+        return f"the scalar {value!r}"
+    return f"a {type(value).__name__}"
+
+
+def check_array(who: str, name: str, value: Any, like: Any = None) -> None:
+    """``value`` must be an array; with ``like`` (a parameter's array), of the same array module
+    (NumPy with NumPy, CuPy with CuPy: no silent copies between host and device)."""
+    if not is_array(value):
+        raise TypeError(f"{who}: {name} must be an array, got {describe(value)}")
+    if like is not None and get_array_module(value) is not get_array_module(like):
+        want, got = _type_name(like), _type_name(value)
+        raise TypeError(
+            f"{who}: {name} must be a {want} like the parameters, got a {got}; move it with "
+            "nanotf.asarray (to the device) or nanotf.to_numpy (to the host) first"
+        )
+
+
+def check_float_input(
+    who: str,
+    name: str,
+    x: Any,
+    *,
+    like: Any = None,
+    ndim: int | None = None,
+    min_ndim: int = 0,
+    last_dim: int | None = None,
+    layout: str = "",
+) -> None:
+    """``x`` must be a floating-point array (of ``like``'s module and dtype), with ``ndim``
+    dimensions (or at least ``min_ndim``) and a last dimension of ``last_dim``.
+
+    ``layout`` describes the expected shape for the message, e.g. ``"(batch, length, 8)"``.
+    """
+    check_array(who, name, x, like)
+    if x.dtype.name not in ("float32", "float64"):
+        raise TypeError(
+            f"{who}: {name} must be a floating-point array (float32 or float64), got {describe(x)}"
+        )
+    if like is not None and x.dtype != like.dtype:
+        raise TypeError(
+            f"{who}: {name} must have the parameters' dtype {like.dtype}, got {describe(x)} "
+            f"(cast it with .astype('{like.dtype}'))"
+        )
+    want = f" {layout}" if layout else ""
+    if (ndim is not None and x.ndim != ndim) or x.ndim < min_ndim:
+        n = ndim if ndim is not None else min_ndim
+        dims = f"{'' if ndim is not None else 'at least '}{n} dimension{'' if n == 1 else 's'}"
+        raise ValueError(f"{who}: {name} must have {dims}{want}, got shape {tuple(x.shape)}")
+    if last_dim is not None and (x.ndim == 0 or x.shape[-1] != last_dim):
+        raise ValueError(
+            f"{who}: {name} must have last dimension {last_dim}{want}, got shape {tuple(x.shape)}"
+        )
+
+
+def check_ids(who: str, name: str, ids: Any, high: int, like: Any = None) -> None:
+    """``ids`` must be an integer array (of ``like``'s array module) with values in
+    ``[0, high)``."""
+    check_array(who, name, ids, like)
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise TypeError(f"{who}: {name} must be an integer array, got {describe(ids)}")
+    if ids.size == 0:
+        return
+    xp = get_array_module(ids)
+    lo, hi = int(xp.min(ids)), int(xp.max(ids))
+    if lo < 0 or hi >= high:
+        bad = lo if lo < 0 else hi
+        raise IndexError(f"{who}: {name} must lie in [0, {high}), got a value of {bad}")
+
+
+def check_mask(
+    who: str,
+    name: str,
+    mask: Any,
+    shape: tuple[int, ...],
+    what: str = "(batch, length)",
+    like: Any = None,
+) -> None:
+    """A key-padding mask: a boolean, integer or floating array (nonzero = real token; of
+    ``like``'s array module) of exactly ``shape``, described in the message as ``what``."""
+    check_array(who, name, mask, like)
+    if mask.dtype != np.bool_ and mask.dtype.kind not in "iuf":
+        raise TypeError(
+            f"{who}: {name} must be a boolean (or 0/1) array, True for real tokens, "
+            f"got {describe(mask)}"
+        )
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(
+            f"{who}: {name} must have {what} = {tuple(shape)}, got {tuple(mask.shape)}"
+        )
+
+
+def check_positive_int(who: str, name: str, value: Any, low: int = 1) -> int:
+    """A size: an integer ``>= low`` (not a bool, not a float such as 4.0)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{who}: {name} must be an integer >= {low}, got {value!r}")
+    if value < low:
+        raise ValueError(f"{who}: {name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def check_probability(who: str, name: str, value: Any) -> float:
+    """A probability: a real number in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{who}: {name} must be a real number in [0, 1], got {value!r}")
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ValueError(f"{who}: {name} must be in [0, 1], got {value!r}")
+    return float(value)

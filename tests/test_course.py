@@ -72,3 +72,15 @@ def test_strip_solutions_leaves_a_stub_at_the_same_indent() -> None:
 def test_unpaired_markers_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="SOLUTION"):
         strip_solutions(text)
+
+
+def test_notebooks_extra_installs_jupyter_without_torch() -> None:
+    import configparser
+    from pathlib import Path
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    extra = cfg["options.extras_require"]["notebooks"]
+    names = {line.split(">")[0].split("=")[0].strip() for line in extra.split("\n") if line}
+    assert {"jupyterlab", "jupytext", "ipykernel", "nbclient", "matplotlib"} <= names
+    assert "torch" not in names

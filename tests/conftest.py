@@ -424,6 +424,27 @@ def padded_ids(
     return ids, mask
 
 
+def tiny_bert_config(**changes: Any) -> dict[str, Any]:
+    """A one-layer BERT config of width 8 (Hugging Face's keys), with ``changes`` applied."""
+    config = dict(
+        vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=16, hidden_act="gelu", hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0, max_position_embeddings=8, type_vocab_size=2,
+        layer_norm_eps=1e-12, pad_token_id=0, initializer_range=0.02,
+    )
+    return {**config, **changes}
+
+
+def tiny_distilbert_config(**changes: Any) -> dict[str, Any]:
+    """A one-layer DistilBERT config of width 8 (Hugging Face's keys), with ``changes``."""
+    config = dict(
+        vocab_size=20, dim=8, n_layers=1, n_heads=2, hidden_dim=16, activation="gelu",
+        dropout=0.0, attention_dropout=0.0, max_position_embeddings=8,
+        sinusoidal_pos_embds=False, pad_token_id=0, initializer_range=0.02,
+    )
+    return {**config, **changes}
+
+
 def copy_from_hf(ours: Module, hf: torch.nn.Module) -> None:
     ours.load_state_dict({k: v.detach().numpy() for k, v in hf.state_dict().items()})
 

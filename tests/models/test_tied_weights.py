@@ -13,36 +13,10 @@ import pytest
 import nanotf
 from nanotf.models import BertForMaskedLM, DistilBertModel, Transformer
 from nanotf.nn import Embedding, Linear, Module
+from tests.conftest import tiny_bert_config, tiny_distilbert_config
 
-BERT = dict(
-    vocab_size=20,
-    hidden_size=8,
-    num_hidden_layers=1,
-    num_attention_heads=2,
-    intermediate_size=16,
-    hidden_act="gelu",
-    hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,
-    max_position_embeddings=8,
-    type_vocab_size=2,
-    layer_norm_eps=1e-12,
-    pad_token_id=0,
-    initializer_range=0.02,
-)
-DISTILBERT = dict(
-    vocab_size=20,
-    dim=8,
-    n_layers=1,
-    n_heads=2,
-    hidden_dim=16,
-    activation="gelu",
-    dropout=0.0,
-    attention_dropout=0.0,
-    max_position_embeddings=8,
-    sinusoidal_pos_embds=False,
-    pad_token_id=0,
-    initializer_range=0.02,
-)
+BERT = tiny_bert_config()
+DISTILBERT = tiny_distilbert_config()
 
 
 class TiedHead(Module):

@@ -37,6 +37,7 @@ from nanotf.nn import (
     PositionalEncoding,
 )
 from nanotf.testing import strict
+from tests.conftest import tiny_bert_config, tiny_distilbert_config
 
 FAST = settings(
     max_examples=100,
@@ -288,35 +289,10 @@ def test_transformer_decode(seq2seq, memory, tgt):
         assert out.shape == (*tgt.shape, 13)
 
 
-BERT_CONFIG = dict(
-    vocab_size=12,
-    hidden_size=8,
-    num_hidden_layers=1,
-    num_attention_heads=2,
-    intermediate_size=16,
-    hidden_act="gelu",
-    hidden_dropout_prob=0.1,
-    attention_probs_dropout_prob=0.1,
-    max_position_embeddings=6,
-    type_vocab_size=2,
-    layer_norm_eps=1e-12,
-    pad_token_id=0,
-    initializer_range=0.02,
-)
-DISTILBERT_CONFIG = dict(
-    vocab_size=12,
-    dim=8,
-    n_layers=1,
-    n_heads=2,
-    hidden_dim=16,
-    activation="gelu",
-    dropout=0.1,
-    attention_dropout=0.1,
-    max_position_embeddings=6,
-    sinusoidal_pos_embds=False,
-    pad_token_id=0,
-    initializer_range=0.02,
-)
+BERT_CONFIG = tiny_bert_config(vocab_size=12, hidden_dropout_prob=0.1,
+                               attention_probs_dropout_prob=0.1, max_position_embeddings=6)
+DISTILBERT_CONFIG = tiny_distilbert_config(vocab_size=12, dropout=0.1, attention_dropout=0.1,
+                                           max_position_embeddings=6)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,10 @@ Everything that differs between NumPy and CuPy lives here, so the ops above can 
 * ``to_numpy`` / ``asarray`` are the only ways arrays move between host and device.
 * ``rng()`` is the one seeded generator of the current backend; ``manual_seed`` reseeds it.
 * ``scatter_add`` and ``erf`` are the few operations whose spelling differs between backends.
+* ``BACKENDS`` names the backends, once, for every caller (the trainer's config, the CLI).
+
+``get_array_module`` lives in :mod:`nanotf.arrays` and the NumPy ``erf`` in :mod:`nanotf.special`,
+both below this module, so nothing here reaches up into the ops.
 """
 
 from __future__ import annotations
@@ -19,22 +23,27 @@ from typing import Any
 
 import numpy as np
 
+from .arrays import get_array_module
+from .special import erf as _arithmetic_erf
+
+# The public names, re-exported by ``nanotf`` itself. ``scatter_add`` and ``erf`` are helpers for
+# the ops (imported by name), and ``xp`` the deprecated name of ``array_module``.
 __all__ = [
+    "BACKENDS",
     "BackendUnavailableError",
+    "array_module",
     "asarray",
     "default_dtype",
     "get_array_module",
     "get_backend",
     "manual_seed",
     "rng",
-    "scatter_add",
     "set_backend",
     "set_default_dtype",
     "to_numpy",
-    "xp",
 ]
 
-BACKENDS = ("numpy", "cupy")
+BACKENDS: tuple[str, ...] = ("numpy", "cupy")  # the names set_backend takes
 
 
 class BackendUnavailableError(RuntimeError):
@@ -43,7 +52,7 @@ class BackendUnavailableError(RuntimeError):
 
 _state: dict[str, Any] = {
     "name": "numpy",
-    "xp": np,
+    "module": np,
     "dtype": np.dtype(np.float32),
     "seed": 0,
     "rng": np.random.default_rng(0),
@@ -77,7 +86,7 @@ def set_backend(name: str) -> None:
     name = name.lower()
     module = np if name == "numpy" else _import_cupy()
     _state["name"] = name
-    _state["xp"] = module
+    _state["module"] = module
     _state["rng"] = module.random.default_rng(_state["seed"])
 
 
@@ -86,27 +95,15 @@ def get_backend() -> str:
     return _state["name"]
 
 
-def xp() -> ModuleType:
-    """The array module of the current backend (``numpy`` or ``cupy``)."""
-    return _state["xp"]
+def array_module() -> ModuleType:
+    """The array module of the current backend (``numpy`` or ``cupy``), where new arrays go.
 
-
-def get_array_module(*arrays: Any) -> Any:
-    """The array module the given arrays live in: ``cupy`` if any is a CuPy array, else ``numpy``.
-
-    Arrays may also bring their own module through ``__array_namespace_nanotf__`` (the CPU
-    stand-in for CuPy in ``nanotf.testing.strict`` does), so ops never name NumPy directly.
+    Not to be confused with ``get_array_module(*arrays)``, the module given arrays live in.
     """
-    for a in arrays:
-        ns = getattr(type(a), "__array_namespace_nanotf__", None)
-        if ns is not None:
-            return ns()
-        mod = type(a).__module__
-        if mod.startswith("cupy"):
-            import cupy  # type: ignore[import-not-found]
+    return _state["module"]
 
-            return cupy
-    return np
+
+xp = array_module  # deprecated: the old name of array_module (``xp`` is a module everywhere else)
 
 
 def default_dtype() -> np.dtype:
@@ -127,7 +124,7 @@ def manual_seed(seed: int) -> None:
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     _state["seed"] = int(seed)
-    _state["rng"] = _state["xp"].random.default_rng(int(seed))
+    _state["rng"] = _state["module"].random.default_rng(int(seed))
 
 
 def rng() -> Any:
@@ -147,8 +144,16 @@ def to_numpy(a: Any) -> np.ndarray:
 
 
 def asarray(a: Any, dtype: Any = None) -> Any:
-    """Put ``a`` on the current backend's device (no copy when it is already there)."""
-    return _state["xp"].asarray(a, dtype=dtype)
+    """Put ``a`` on the current backend's device (no copy when it is already there).
+
+    As ``torch.tensor``: Python floats (``asarray([1.0])``) get the default float dtype
+    (float32 unless changed), integers stay integers, an array keeps its dtype and an explicit
+    ``dtype`` wins.
+    """
+    out = _state["module"].asarray(a, dtype=dtype)
+    if dtype is None and not hasattr(a, "dtype") and out.dtype.kind == "f":
+        out = out.astype(_state["dtype"], copy=False)
+    return out
 
 
 def scatter_add(target: Any, indices: Any, values: Any) -> None:
@@ -166,11 +171,8 @@ def scatter_add(target: Any, indices: Any, values: Any) -> None:
 
 def erf(x: Any) -> Any:
     """The error function, elementwise, on either backend (NumPy has none of its own)."""
-    xp_ = get_array_module(x)
-    if getattr(xp_, "__name__", "") != "cupy":
-        from .functional._erf import erf as _np_erf
-
-        return _np_erf(x)
+    if getattr(get_array_module(x), "__name__", "") != "cupy":
+        return _arithmetic_erf(x)
     import cupyx.scipy.special  # type: ignore[import-not-found]
 
     return cupyx.scipy.special.erf(x)

@@ -29,13 +29,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 from .backend import asarray, to_numpy
-from .data import BOS_ID, EOS_ID, PAD_ID, Vocab
 from .functional import log_softmax_forward
+from .text.padding import pad_sequences
+from .text.specials import BOS_ID, EOS_ID, PAD_ID
+from .text.vocab import Vocab
 
 __all__ = [
     "Seq2SeqModel",
@@ -82,9 +84,15 @@ def _check_inputs(src: Any, src_mask: Any, max_len: int) -> tuple[Any, Any]:
         raise ValueError(
             f"src_mask must have the shape of src {tuple(src.shape)}, got {tuple(src_mask.shape)}"
         )
-    if isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer)) or max_len < 1:
-        raise ValueError(f"max_len must be a positive integer, got {max_len!r}")
+    _check_positive_int("max_len", max_len)
     return asarray(src), asarray(src_mask)
+
+
+def _check_positive_int(name: str, value: object, *, type_only: bool = False) -> None:
+    """Raise unless ``value`` is an integer (not a bool) and, unless ``type_only``, ``>= 1``."""
+    is_int = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if not is_int or (not type_only and value < 1):  # type: ignore[operator]
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _next_log_probs(
@@ -136,9 +144,9 @@ def greedy_decode(
             nxt = logp.argmax(axis=-1)  # (n_alive,)
             out[alive, t] = nxt
             length = t + 1
-            keep = nxt != eos_id
-            ys = np.concatenate([ys, nxt[:, None]], axis=1)[keep]
-            alive = alive[keep]
+            running = nxt != eos_id
+            ys = np.concatenate([ys, nxt[:, None]], axis=1)[running]
+            alive = alive[running]
             if alive.size == 0:
                 break
     return out[:, :length]
@@ -188,81 +196,114 @@ def beam_search(
     Returns the best sequences as :func:`greedy_decode` does, (B, L) host ``int64``; with
     ``return_scores`` also their scores (B,) float64.
     """
-    if isinstance(beam_width, bool) or not isinstance(beam_width, (int, np.integer)):
-        raise ValueError(f"beam_width must be a positive integer, got {beam_width!r}")
-    if beam_width < 1:
-        raise ValueError(f"beam_width must be a positive integer, got {beam_width!r}")
+    _check_positive_int("beam_width", beam_width)
     if not (isinstance(length_penalty, (int, float)) and math.isfinite(length_penalty)):
         raise ValueError(f"length_penalty must be a finite number, got {length_penalty!r}")
     src, src_mask = _check_inputs(src, src_mask, max_len)
-    b, k = int(src.shape[0]), int(beam_width)
-
-    def lp(n: int) -> float:
-        return length_penalty_factor(n, length_penalty)
-
-    # finished[i]: list of (score, tokens) for source i
-    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
+    specials = _Specials(bos_id, eos_id, pad_id)
     with _eval_mode(model):
         memory = model.encode(src, src_mask)  # (B, S, C), computed once
-        seqs = np.full((b, k, 1), bos_id, dtype=np.int64)  # live prefixes, <bos> first
-        logp_sum = np.zeros((b, k), dtype=np.float64)
-        logp_sum[:, 1:] = -np.inf  # at the start only one prefix (<bos>) is live
-        alive = np.arange(b)  # sources still searching
-        for t in range(1, max_len + 1):
-            n = alive.size
-            rows = asarray(np.repeat(alive, k))  # each live source K times
-            prefixes = seqs[alive].reshape(n * k, t)
-            logp = _next_log_probs(model, prefixes, memory[rows], src_mask[rows], (pad_id, bos_id))
-            v = logp.shape[-1]
-            cand = logp_sum[alive][:, :, None] + logp.reshape(n, k, v)  # (n, K, V)
-            flat = cand.reshape(n, k * v)
-            order = np.argsort(-flat, axis=1, kind="stable")[:, : 2 * k]  # (n, 2K), best first
-            new_seqs = np.full((n, k, t + 1), pad_id, dtype=np.int64)
-            new_sum = np.full((n, k), -np.inf)
-            still = np.ones(n, dtype=bool)
-            for j, i in enumerate(alive.tolist()):
-                n_live = 0
-                for rank, idx in enumerate(order[j].tolist()):
-                    s = float(flat[j, idx])
-                    if s == -np.inf:
-                        break
-                    beam, tok = divmod(idx, v)
-                    if tok == eos_id:
-                        if rank < k:
-                            tokens = seqs[i, beam, 1:].tolist() + [eos_id]
-                            finished[i].append((s / lp(t), tokens))
-                        continue
-                    new_seqs[j, n_live, :t] = seqs[i, beam]
-                    new_seqs[j, n_live, t] = tok
-                    new_sum[j, n_live] = s
-                    n_live += 1
-                    if n_live == k:
-                        break
-                best_live = new_sum[j, 0] / lp(t) if n_live else -np.inf
-                if len(finished[i]) >= k:
-                    worst = sorted(sc for sc, _ in finished[i])[-k]  # K-th best finished
-                    if best_live <= worst:
-                        still[j] = False
-                if n_live == 0:
-                    still[j] = False
-                if t == max_len and still[j]:  # out of length: live prefixes count as answers
-                    for m in range(n_live):
-                        finished[i].append((new_sum[j, m] / lp(t), new_seqs[j, m, 1:].tolist()))
-            full_seqs = np.full((b, k, t + 1), pad_id, dtype=np.int64)
-            full_seqs[alive] = new_seqs
-            seqs = full_seqs
-            logp_sum[alive] = new_sum
-            alive = alive[still]
-            if alive.size == 0:
-                break
+        finished = _search(
+            model, memory, src_mask, int(beam_width), max_len, specials, length_penalty
+        )
     best = [max(f, key=lambda h: h[0]) for f in finished]  # max keeps the first of equals
-    width = max(len(tokens) for _, tokens in best)
-    out = np.full((b, width), pad_id, dtype=np.int64)
-    for i, (_, tokens) in enumerate(best):
-        out[i, : len(tokens)] = tokens
+    out, _ = pad_sequences([tokens for _, tokens in best], pad_id)
     if return_scores:
         return out, np.array([sc for sc, _ in best], dtype=np.float64)
     return out
+
+
+class _Specials(NamedTuple):
+    """The special token ids a search needs (the caller may use other ids than nanotf's)."""
+
+    bos: int
+    eos: int
+    pad: int
+
+
+#: A finished hypothesis: its score ``log P(Y | X) / lp(|Y|)`` and its ids after ``<bos>``.
+Hypothesis = tuple[float, list[int]]
+
+
+def _search(
+    model: Seq2SeqModel,
+    memory: Any,
+    src_mask: Any,
+    k: int,
+    max_len: int,
+    ids: _Specials,
+    alpha: float,
+) -> list[list[Hypothesis]]:
+    """The beam search loop: every source's finished hypotheses, in the order found."""
+    b = int(src_mask.shape[0])
+    finished: list[list[Hypothesis]] = [[] for _ in range(b)]
+    seqs = np.full((b, k, 1), ids.bos, dtype=np.int64)  # live prefixes (B, K, t), <bos> first
+    logp_sum = np.zeros((b, k), dtype=np.float64)  # log P(prefix) (B, K)
+    logp_sum[:, 1:] = -np.inf  # at the start only one prefix (<bos>) is live
+    alive = np.arange(b)  # sources still searching
+    for t in range(1, max_len + 1):
+        n = alive.size
+        rows = asarray(np.repeat(alive, k))  # each live source K times
+        prefixes = seqs[alive].reshape(n * k, t)
+        logp = _next_log_probs(model, prefixes, memory[rows], src_mask[rows], (ids.pad, ids.bos))
+        v = logp.shape[-1]
+        cand = (logp_sum[alive][:, :, None] + logp.reshape(n, k, v)).reshape(n, k * v)  # (n, K·V)
+        ranked = np.argsort(-cand, axis=1, kind="stable")[:, : 2 * k]  # (n, 2K), best first
+        new_seqs = np.full((b, k, t + 1), ids.pad, dtype=np.int64)
+        still = np.ones(n, dtype=bool)
+        for j, i in enumerate(alive.tolist()):
+            new_seqs[i], logp_sum[i], still[j] = _extend_source(
+                cand[j], ranked[j], seqs[i], finished[i], ids, alpha, last=t == max_len
+            )
+        seqs = new_seqs
+        alive = alive[still]
+        if alive.size == 0:
+            break
+    return finished
+
+
+def _extend_source(
+    cand: np.ndarray,
+    ranked: np.ndarray,
+    prefixes: np.ndarray,
+    finished: list[Hypothesis],
+    ids: _Specials,
+    alpha: float,
+    last: bool,
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """One step of one source: from its live ``prefixes`` (K, t), the scores of their
+    extensions ``cand`` (K·V,) and the ``2K`` best of them ``ranked`` (best first), make the
+    next live prefixes (K, t + 1) and their log-probabilities (K,) (``-inf`` where fewer than
+    ``K`` remain). Hypotheses that end are appended to ``finished``. Also returns whether the
+    source keeps searching; on the ``last`` step its live prefixes count as finished."""
+    k, t = prefixes.shape
+    v = cand.size // k
+    lp = length_penalty_factor(t, alpha)
+    next_prefixes = np.full((k, t + 1), ids.pad, dtype=np.int64)
+    next_sum = np.full(k, -np.inf)
+    n_live = 0
+    for rank, idx in enumerate(ranked.tolist()):
+        s = float(cand[idx])
+        if s == -np.inf:
+            break
+        beam, tok = divmod(idx, v)
+        if tok == ids.eos:
+            if rank < k:
+                finished.append((s / lp, prefixes[beam, 1:].tolist() + [ids.eos]))
+            continue
+        next_prefixes[n_live, :t] = prefixes[beam]
+        next_prefixes[n_live, t] = tok
+        next_sum[n_live] = s
+        n_live += 1
+        if n_live == k:
+            break
+    best_live = next_sum[0] / lp if n_live else -np.inf
+    # done: K finished hypotheses, none worse than the best live prefix can still be
+    done = len(finished) >= k and best_live <= sorted(sc for sc, _ in finished)[-k]
+    still = not done and n_live > 0
+    if last and still:  # out of length: live prefixes count as answers
+        finished.extend((next_sum[m] / lp, next_prefixes[m, 1:].tolist()) for m in range(n_live))
+    return next_prefixes, next_sum, still
 
 
 def sequence_log_prob(
@@ -321,16 +362,14 @@ def translate(
         raise TypeError("translate expects a list of texts; wrap a single text in a list")
     texts = list(texts)
     limit = getattr(model, "max_len", None)
-    if isinstance(beam_width, bool) or not isinstance(beam_width, (int, np.integer)):
-        raise ValueError(f"beam_width must be a positive integer, got {beam_width!r}")
+    _check_positive_int("beam_width", beam_width, type_only=True)  # its range comes next
     if not 1 <= beam_width <= len(tgt_vocab):
         raise ValueError(
             f"beam_width must be in [1, {len(tgt_vocab)}] (a beam holds at most as many "
             f"hypotheses as the target vocabulary has tokens), got {beam_width}"
         )
     if max_len is not None:
-        if isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer)) or max_len < 1:
-            raise ValueError(f"max_len must be a positive integer, got {max_len!r}")
+        _check_positive_int("max_len", max_len)
         if limit is not None and max_len > limit:
             raise ValueError(
                 f"max_len must be in [1, {limit}] (this model's position table has {limit} "
@@ -347,10 +386,7 @@ def translate(
         )
     if max_len is None:
         max_len = (limit - 1) if limit is not None else 2 * longest + 10
-    src = np.full((len(ids), longest), PAD_ID, dtype=np.int64)
-    for row, s in enumerate(ids):
-        src[row, : len(s)] = s
-    src_mask = src != PAD_ID
+    src, src_mask = pad_sequences(ids, PAD_ID)
     if beam_width > 1:
         out = beam_search(model, src, src_mask, beam_width, max_len, length_penalty=length_penalty)
     else:

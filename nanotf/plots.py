@@ -46,6 +46,23 @@ def _minor_label(value: float, _pos: int) -> str:
     return f"{value:g}" if mantissa in (2.0, 3.0, 5.0) else ""
 
 
+def _log_scale(ax: Any) -> None:
+    """A log y axis labelled with plain numbers (0.2, 0.5, 1, 2, ...)."""
+    from matplotlib.ticker import FormatStrFormatter, FuncFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
+
+
+def _plot_evals(
+    ax: Any, evals: list[dict[str, Any]], key: str, style: str, color: str, label: str
+) -> None:
+    """One held-out metric (``key``) against the step of each evaluation."""
+    steps = [e["step"] for e in evals]
+    ax.plot(steps, [e[key] for e in evals], style, color=color, markersize=4, label=label)
+
+
 def plot_loss_curve(
     history: Any,
     path: str | os.PathLike[str],
@@ -73,14 +90,7 @@ def plot_loss_curve(
     ax.plot(steps, loss, color="tab:blue", alpha=0.25, linewidth=0.8, label="train loss")
     ax.plot(steps, smooth(loss), color="tab:blue", linewidth=1.6, label="train loss (average)")
     if evals:
-        ax.plot(
-            [e["step"] for e in evals],
-            [e["loss"] for e in evals],
-            "o-",
-            color="tab:orange",
-            markersize=4,
-            label="held-out loss (no label smoothing)",
-        )
+        _plot_evals(ax, evals, "loss", "o-", "tab:orange", "held-out loss (no label smoothing)")
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy per target token (log scale)")
     if floor is not None:
@@ -92,23 +102,12 @@ def plot_loss_curve(
             label=f"least possible train loss ({floor:.3g})",
         )
     if min(loss) > 0:
-        from matplotlib.ticker import FormatStrFormatter, FuncFormatter
-
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-        ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
+        _log_scale(ax)
     ax.grid(True, which="both", alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     if evals and "exact_match" in evals[0]:
         ax2 = ax.twinx()
-        ax2.plot(
-            [e["step"] for e in evals],
-            [e["exact_match"] for e in evals],
-            "s--",
-            color="tab:green",
-            markersize=4,
-            label="held-out exact match",
-        )
+        _plot_evals(ax2, evals, "exact_match", "s--", "tab:green", "held-out exact match")
         ax2.set_ylabel("exact match")
         ax2.set_ylim(-0.02, 1.02)
         h2, l2 = ax2.get_legend_handles_labels()

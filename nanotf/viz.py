@@ -87,8 +87,9 @@ def plot_attention_heads(
         if h >= n_heads:
             ax.axis("off")
             continue
-        plot_attention(probs[h], tokens, query_tokens, ax=ax, title=f"head {h}", cmap=cmap,
-                       colorbar=False)
+        plot_attention(
+            probs[h], tokens, query_tokens, ax=ax, title=f"head {h}", cmap=cmap, colorbar=False
+        )
     if title:
         fig.suptitle(title)
     fig.tight_layout()

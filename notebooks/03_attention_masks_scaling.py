@@ -51,13 +51,13 @@ rng = np.random.default_rng(0)
 # Row $i$ of $P$ says how much query $i$ takes from each value. nanotf's `attention_forward(q,
 # k, v, mask=None, causal=False, scale=None)` works on arrays of shape $(B, H, T, d)$ and
 # returns `out` and a cache; the cache holds $Q, K, V$, the scores $S$ and the probabilities
-# $P$ (the cache's items 3 and 4), so they can be plotted.
+# $P$ (its fields `scores` and `probs`), so they can be plotted.
 
 # %%
 B, H, T, D = 2, 2, 6, 4
 q, k, v = (rng.normal(size=(B, H, T, D)) for _ in range(3))  # each (B, H, T, D)
 out, cache = attention_forward(q, k, v)
-scores, probs = cache[3], cache[4]  # (B, H, Tq, Tk) each
+scores, probs = cache.scores, cache.probs  # (B, H, Tq, Tk) each
 print("out", out.shape, " probs", probs.shape, " rows of P sum to 1:",
       np.allclose(probs.sum(-1), 1.0))
 assert np.allclose(out, probs @ v) and np.allclose(scores, q @ k.swapaxes(-1, -2) / np.sqrt(D))
@@ -108,7 +108,7 @@ plt.show()
 # which is exactly 0 when $p$ is one-hot. Whatever $\mathrm{d}P$ arrives, almost none of it gets
 # through to the scores, and so to $Q$ and $K$. Below, 16 keys, random $\mathrm{d}O$, and widths
 # from 4 to 1024; `scale=1.0` switches the $1/\sqrt d$ off. `attention_backward(...,
-# keep=dict)` hands back $\mathrm{d}P$ and $\mathrm{d}S$.
+# grads=dict)` hands back $\mathrm{d}P$ and $\mathrm{d}S$.
 
 # %%
 TK = 16  # keys per query
@@ -120,15 +120,15 @@ for d in ds:
     doutd = rng.normal(size=(4, 4, TK, d))
     for name, scale in (("scaled", None), ("unscaled", 1.0)):
         o, c = attention_forward(qd, kd, vd, scale=scale)
-        p = c[4]  # (B, H, T, TK)
-        keep = {}
-        attention_backward(doutd, c, keep=keep)
+        p = c.probs  # (B, H, T, TK)
+        grads = {}
+        attention_backward(doutd, c, grads=grads)
         entropy = -(p * np.log(np.maximum(p, 1e-300))).sum(axis=-1).mean()
         # per row: how much of dP's size survives the softmax's Jacobian
-        ratio = np.linalg.norm(keep["scores"], axis=-1) / np.linalg.norm(keep["probs"], axis=-1)
+        ratio = np.linalg.norm(grads["scores"], axis=-1) / np.linalg.norm(grads["probs"], axis=-1)
         stats[name].append((np.median(p.max(axis=-1)), entropy, np.median(ratio)))
         if d == 256:
-            examples[name] = (p[0, 0], keep["scores"][0, 0])
+            examples[name] = (p[0, 0], grads["scores"][0, 0])
 for name in stats:
     for d, (pmax, ent, ratio) in zip(ds, stats[name], strict=True):
         print(f"{name:8s} d = {d:4d}: median max prob {pmax:.3f}, entropy {ent:.2f}, "
@@ -221,7 +221,7 @@ assert max(errs.values()) < 1e-9
 keep_tokens = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])  # (B, Tk): 2nd has 2 pads
 mask = padding_mask(keep_tokens)  # (B, 1, 1, Tk)
 out_m, cache_m = attention_forward(q, k, v, mask=mask, causal=True)
-probs_m = cache_m[4]
+probs_m = cache_m.probs
 print("mask", mask.shape, "| row sums of P for the 2nd sequence, query 5:", probs_m[1, 0, 5].sum())
 assert (probs_m[1, :, :, 4:] == 0).all()  # padded keys: exactly 0 weight
 assert (np.triu(probs_m[0, 0], k=1) == 0).all()  # no query sees the future
@@ -263,10 +263,10 @@ p_min = naive_softmax(np.where(allowed, raw_scores, np.finfo(np.float64).min))
 out_l, cache_l = attention_forward(ql, kl, vl, mask=padding_mask(left), causal=True)
 print("query 0, fill -inf:     ", np.round(p_inf[0, 0, 0], 3))
 print("query 0, fill float min:", np.round(p_min[0, 0, 0], 3))
-print("query 0, nanotf:        ", np.round(cache_l[4][0, 0, 0], 3))
+print("query 0, nanotf:        ", np.round(cache_l.probs[0, 0, 0], 3))
 dq_l, dk_l, dv_l = attention_backward(rng.normal(size=out_l.shape), cache_l)
 assert np.isnan(p_inf[0, 0, 0]).all() and np.allclose(p_min[0, 0, 0], 1 / T)
-assert (cache_l[4][0, :, :2] == 0).all() and (out_l[0, :, :2] == 0).all()  # queries 0, 1
+assert (cache_l.probs[0, :, :2] == 0).all() and (out_l[0, :, :2] == 0).all()  # queries 0, 1
 assert all(np.isfinite(g).all() for g in (dq_l, dk_l, dv_l)) and (dq_l[0, :, :2] == 0).all()
 assert (dk_l[0, :, :2] == 0).all() and (dv_l[0, :, :2] == 0).all()  # padded keys: no gradient
 

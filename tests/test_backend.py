@@ -278,3 +278,22 @@ def test_erf_on_cupy():
     bk = make_backend("cupy")
     (got,) = bk.host(backend.erf(bk.asarray(ERF_POINTS)))
     np.testing.assert_allclose(got, [math.erf(x) for x in ERF_POINTS], rtol=1e-14, atol=1e-300)
+
+
+# -- asarray: Python floats get the default float dtype, as torch.tensor -----------------------
+
+
+def test_asarray_gives_the_default_float_dtype():
+    assert nanotf.asarray([1.0]).dtype == np.float32
+    assert nanotf.asarray(2.5).dtype == np.float32
+    assert nanotf.asarray([[1, 2], [3, 4]]).dtype.kind == "i"  # ints stay ints
+    assert nanotf.asarray([True, False]).dtype == np.bool_
+    assert nanotf.asarray([1.0], dtype=np.float64).dtype == np.float64  # an explicit dtype wins
+    host = np.ones(3, dtype=np.float64)
+    assert nanotf.asarray(host) is host  # an array keeps its dtype, and is not copied
+    nanotf.set_default_dtype("float64")
+    try:
+        assert nanotf.asarray([1.0]).dtype == np.float64
+    finally:
+        nanotf.set_default_dtype("float32")
+    np.testing.assert_array_equal(nanotf.asarray([0.1, 2.0]), np.array([0.1, 2.0], np.float32))

@@ -8,12 +8,13 @@ import numpy as np
 
 from ..functional import softmax_backward as _softmax_backward
 from ..functional import softmax_forward
+from ..functional.softmax import SoftmaxCache
 from ..gradcheck import numerical_gradient
 from .grading import exercise, largest_error
 
 
 def _reference(dout: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return _softmax_backward(dout, (y, -1))
+    return _softmax_backward(dout, SoftmaxCache(y, -1))
 
 
 def _forgot_the_sum(dout: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -73,7 +73,7 @@ def _cases() -> list[dict[str, Any]]:
             mask = padding_mask(keep)
         _, cache = attention_forward(q, k, v, mask=mask, causal=causal)
         dout = rng.normal(size=(b, h, t_q, d_v))
-        cases.append(dict(q=q, k=k, v=v, probs=cache[4], scale=1.0 / math.sqrt(d), dout=dout,
+        cases.append(dict(q=q, k=k, v=v, probs=cache.probs, scale=1.0 / math.sqrt(d), dout=dout,
                           kind=kind, want=attention_backward(dout, cache)))
     return cases
 

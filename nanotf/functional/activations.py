@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..backend import erf, get_array_module
-from ._checks import check_dout, check_float
+from ..checks import check_dout, check_float
 
 _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -14,26 +14,39 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _GELU_C = 0.044715
 
 
-def relu_forward(x: Any) -> tuple[Any, Any]:
-    """``out = max(x, 0)`` (NaN stays NaN, as in torch); the cache is ``out`` itself
-    (``out > 0`` exactly where ``x > 0``)."""
+class ReluCache(NamedTuple):
+    """What ``relu_backward`` needs: the output (``out > 0`` exactly where ``x > 0``)."""
+
+    out: Any  # max(x, 0), the shape of x
+
+
+class GeluCache(NamedTuple):
+    """What ``gelu_backward`` needs: the form, the input and the forward's Φ(x) or tanh(u)."""
+
+    approximate: str  # "none" (erf) or "tanh"
+    x: Any  # the input, its own shape
+    saved: Any  # flat (n,): Φ(x) for "none", t = tanh(u) for "tanh"
+
+
+def relu_forward(x: Any) -> tuple[Any, ReluCache]:
+    """``out = max(x, 0)`` (NaN stays NaN, as in torch); the cache is ``ReluCache(out)``."""
     check_float("relu input", x)
     xp = get_array_module(x)
     out = xp.maximum(x, 0)
-    return out, out
+    return out, ReluCache(out)
 
 
-def relu_backward(dout: Any, cache: Any) -> Any:
+def relu_backward(dout: Any, cache: ReluCache) -> Any:
     """d relu(x)/dx = 1 where x > 0 else 0, so ``dx = dout · (out > 0)``.
 
     Written ``dout · not(out <= 0)`` so that a NaN input passes ``dout`` through, as in torch.
     """
-    out = cache
+    out = cache.out
     check_dout("relu_backward", dout, out.shape, out.dtype)
     return dout * ~(out <= 0)
 
 
-def gelu_forward(x: Any, approximate: str = "none") -> tuple[Any, tuple]:
+def gelu_forward(x: Any, approximate: str = "none") -> tuple[Any, GeluCache]:
     """GELU(x) = x · Φ(x), Φ the standard normal CDF.
 
     ``approximate="none"``: Φ(x) = ½ (1 + erf(x / √2))  (BERT's ``gelu``, torch's default).
@@ -51,7 +64,7 @@ def gelu_forward(x: Any, approximate: str = "none") -> tuple[Any, tuple]:
         cdf += 1.0
         cdf *= 0.5  # Φ(x)
         out = xf * cdf
-        return out.reshape(x.shape), ("none", x, cdf)
+        return out.reshape(x.shape), GeluCache("none", x, cdf)
     inner = xf * xf
     inner *= _GELU_C
     inner += 1.0
@@ -61,22 +74,22 @@ def gelu_forward(x: Any, approximate: str = "none") -> tuple[Any, tuple]:
     out = t + 1.0
     out *= xf
     out *= 0.5
-    return out.reshape(x.shape), ("tanh", x, t)
+    return out.reshape(x.shape), GeluCache("tanh", x, t)
 
 
-def gelu_backward(dout: Any, cache: tuple) -> Any:
+def gelu_backward(dout: Any, cache: GeluCache) -> Any:
     """Derivative of GELU.
 
     exact:  d/dx [x Φ(x)] = Φ(x) + x φ(x),  φ(x) = exp(-x²/2) / √(2π).
     tanh:   with t = tanh(u), u = √(2/π)(x + c x³):
             d/dx = ½ (1 + t) + ½ x (1 - t²) √(2/π) (1 + 3 c x²).
     """
-    kind, x, saved = cache  # saved: Φ(x) or t, flat (n,)
+    x, saved = cache.x, cache.saved  # saved: Φ(x) or t, flat (n,)
     check_dout("gelu_backward", dout, x.shape, x.dtype)
     xp = get_array_module(x)
     shape = x.shape
     x, dout = x.reshape(-1), dout.reshape(-1)  # (n,), flat as in the forward
-    if kind == "none":
+    if cache.approximate == "none":
         pdf = x * x
         pdf *= -0.5
         xp.exp(pdf, out=pdf)

@@ -10,10 +10,11 @@ so a query that may attend to nothing gets all-zero weights (never NaN).
 from __future__ import annotations
 
 import math
-from typing import Any
+import warnings
+from typing import Any, NamedTuple
 
 from ..backend import get_array_module
-from ._checks import (
+from ..checks import (
     broadcast_shape,
     check_dout,
     check_float,
@@ -24,9 +25,23 @@ from ._checks import (
     check_same_device,
     check_same_dtype,
     given,
-    is_array,
+    is_array_or_scalar,
 )
-from .dropout import dropout_backward, dropout_forward
+from .dropout import DropoutCache, dropout_backward, dropout_forward
+from .softmax import SoftmaxCache, softmax_backward, softmax_forward
+
+
+class AttentionCache(NamedTuple):
+    """What ``attention_backward`` needs; ``scores`` and ``probs`` are there to be plotted."""
+
+    q: Any  # (B, H, Tq, D)
+    k: Any  # (B, H, Tk, D)
+    v: Any  # (B, H, Tk, Dv)
+    scores: Any  # (B, H, Tq, Tk): q kᵀ · scale, masked entries at the dtype's minimum
+    probs: Any  # (B, H, Tq, Tk): softmax of the scores times the mask, before dropout
+    dropped: Any  # (B, H, Tq, Tk): probs after dropout (probs itself without dropout)
+    dropout: DropoutCache  # the dropout draw on probs
+    scale: float  # the factor on q kᵀ, 1/√D by default
 
 
 def split_heads(x: Any, n_heads: int) -> Any:
@@ -55,7 +70,11 @@ def merge_heads(x: Any) -> Any:
 
 
 def padding_mask(keep: Any) -> Any:
-    """Key-padding mask (B, Tk), True (or 1) for real tokens -> boolean (B, 1, 1, Tk)."""
+    """Key-padding mask (B, Tk), True (or 1) for real tokens -> boolean (B, 1, 1, Tk).
+
+    ``keep`` says which keys to keep (True = a real token, False = padding). The one place
+    where a key-padding mask becomes an attention mask (``nn.MultiHeadAttention`` uses it too).
+    """
     check_ndim("padding_mask keep", keep, 2)
     if keep.dtype != bool and keep.dtype.kind not in "iu":
         raise TypeError(
@@ -82,31 +101,15 @@ def causal_mask(t_q: int, t_k: int | None = None, xp: Any = None) -> Any:
     return xp.tril(xp.ones((t_q, t_k), dtype=bool), k=t_k - t_q)
 
 
-def attention_forward(
-    q: Any,
-    k: Any,
-    v: Any,
-    mask: Any = None,
-    causal: bool = False,
-    dropout_p: float = 0.0,
-    training: bool = False,
-    rng: Any = None,
-    scale: float | None = None,
-) -> tuple[Any, tuple]:
-    """``out = dropout(softmax(q kᵀ · scale + mask)) v`` per batch and head.
-
-    q: (B, H, Tq, D), k: (B, H, Tk, D), v: (B, H, Tk, Dv); ``mask`` boolean, broadcastable to
-    (B, H, Tq, Tk), True where a query may attend; ``causal`` adds the lower-triangular mask.
-    ``scale`` defaults to 1/√D. Returns ``out: (B, H, Tq, Dv)`` and a cache holding the scores
-    and the attention probabilities (before dropout) for plotting.
-    """
+def _check_qkv(q: Any, k: Any, v: Any, scale: Any, dropout_p: Any) -> None:
+    """q (B, H, Tq, D), k (B, H, Tk, D), v (B, H, Tk, Dv): float arrays of one dtype and
+    device, Tk > 0 (and D > 0 when it sets the scale); scale and dropout_p real numbers."""
     for name, a in (("q", q), ("k", k), ("v", v)):
         check_float(f"attention {name}", a)
         check_ndim(f"attention {name}", a, 4)
     check_same_device("attention", q=q, k=k, v=v)
     check_same_dtype("attention", q=q, k=k, v=v)
-    b, h, t_q, d = q.shape
-    t_k = k.shape[2]
+    d = q.shape[3]
     if k.shape[:2] != q.shape[:2] or k.shape[3] != d or v.shape[:3] != k.shape[:3]:
         raise ValueError(
             "attention expects q (B, H, Tq, D), k (B, H, Tk, D), v (B, H, Tk, Dv), got "
@@ -118,22 +121,48 @@ def attention_forward(
     else:
         check_real("attention scale", scale)
     check_real("attention dropout_p", dropout_p, 0, 1)
-    xp = get_array_module(q)
-    allowed = None
+
+
+def _check_mask(mask: Any, q: Any, k: Any) -> None:
+    """``mask``: boolean, on q's device, broadcastable to the scores (B, H, Tq, Tk)."""
+    if not is_array_or_scalar(mask) or mask.dtype != bool:
+        raise TypeError(
+            f"attention mask must be a boolean array (True = attend), got {given(mask)}"
+        )
+    check_same_device("attention", q=q, mask=mask)
+    full = (*q.shape[:3], k.shape[2])
+    if mask.ndim > 4 or broadcast_shape(tuple(mask.shape), full) != full:
+        raise ValueError(
+            f"attention mask of shape {tuple(mask.shape)} does not broadcast to the scores "
+            f"(B, H, Tq, Tk) = {full} (got q {tuple(q.shape)}, k {tuple(k.shape)}); a "
+            "key-padding mask (B, Tk) needs padding_mask()"
+        )
+
+
+def attention_forward(
+    q: Any,
+    k: Any,
+    v: Any,
+    mask: Any = None,
+    causal: bool = False,
+    dropout_p: float = 0.0,
+    training: bool = False,
+    rng: Any = None,
+    scale: float | None = None,
+) -> tuple[Any, AttentionCache]:
+    """``out = dropout(softmax(q kᵀ · scale + mask)) v`` per batch and head.
+
+    q: (B, H, Tq, D), k: (B, H, Tk, D), v: (B, H, Tk, Dv); ``mask`` boolean, broadcastable to
+    (B, H, Tq, Tk), True where a query may attend; ``causal`` adds the lower-triangular mask.
+    ``scale`` defaults to 1/√D. Returns ``out: (B, H, Tq, Dv)`` and an ``AttentionCache``
+    holding, among the rest, the scores and the probabilities (before dropout) for plotting.
+    """
+    _check_qkv(q, k, v, scale, dropout_p)
     if mask is not None:
-        if not is_array(mask) or mask.dtype != bool:
-            raise TypeError(
-                f"attention mask must be a boolean array (True = attend), got {given(mask)}"
-            )
-        check_same_device("attention", q=q, mask=mask)
-        full = (b, h, t_q, t_k)
-        if mask.ndim > 4 or broadcast_shape(tuple(mask.shape), full) != full:
-            raise ValueError(
-                f"attention mask of shape {tuple(mask.shape)} does not broadcast to the scores "
-                f"(B, H, Tq, Tk) = {full} (got q {tuple(q.shape)}, k {tuple(k.shape)}); a "
-                "key-padding mask (B, Tk) needs padding_mask()"
-            )
-        allowed = mask
+        _check_mask(mask, q, k)
+    xp = get_array_module(q)
+    d, t_q, t_k = q.shape[3], q.shape[2], k.shape[2]
+    allowed = mask
     if causal:
         tri = causal_mask(t_q, t_k, xp)
         allowed = tri if allowed is None else allowed & tri
@@ -143,39 +172,48 @@ def attention_forward(
     scores *= scale
     if allowed is not None:
         scores = xp.where(allowed, scores, xp.finfo(scores.dtype).min)
-    probs = scores - scores.max(axis=-1, keepdims=True)  # softmax, max subtracted
-    xp.exp(probs, out=probs)
-    probs /= probs.sum(axis=-1, keepdims=True)
+    probs, _ = softmax_forward(scores, axis=-1)  # (B, H, Tq, Tk)
     if allowed is not None:
         probs *= allowed  # a fully masked row becomes zeros, not a uniform row
     dropped, drop_cache = dropout_forward(probs, dropout_p, training, rng=rng)
     out = dropped @ v  # (B, H, Tq, Dv)
-    return out, (q, k, v, scores, probs, dropped, drop_cache, scale)
+    return out, AttentionCache(q, k, v, scores, probs, dropped, drop_cache, scale)
 
 
 def attention_backward(
-    dout: Any, cache: tuple, keep: dict[str, Any] | None = None
+    dout: Any,
+    cache: AttentionCache,
+    grads: dict[str, Any] | None = None,
+    *,
+    keep: dict[str, Any] | None = None,
 ) -> tuple[Any, Any, Any]:
     """Gradients of attention, the forward run in reverse.
 
     dV = P̃ᵀ dout (P̃: probabilities after dropout),  dP̃ = dout Vᵀ,  dP = dropout'(dP̃),
     dS = P ⊙ (dP - Σ_j dP_j P_j) (softmax),  dQ = dS K · scale,  dK = dSᵀ Q · scale.
-    Masked entries have P = 0, so they get no gradient. If ``keep`` is a dict it receives the
-    gradients of the intermediates, ``keep["probs"] = dP`` and ``keep["scores"] = dS``.
+    Masked entries have P = 0, so they get no gradient. If ``grads`` is a dict it receives the
+    gradients of the intermediates, ``grads["probs"] = dP`` and ``grads["scores"] = dS``
+    (``keep=`` is its old, deprecated name).
     """
-    q, k, v, _scores, probs, dropped, drop_cache, scale = cache
+    if keep is not None:
+        warnings.warn(
+            "attention_backward(keep=...) is deprecated: pass the dict as grads=",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        grads = keep if grads is None else grads
+    q, k, v = cache.q, cache.k, cache.v
     shape = (*q.shape[:3], v.shape[3])
     check_dout("attention_backward", dout, shape, q.dtype, "(B, H, Tq, Dv)")
-    if keep is not None and not isinstance(keep, dict):
-        raise TypeError(f"attention_backward keep must be a dict or None, got {given(keep)}")
-    dv = dropped.swapaxes(-1, -2) @ dout  # (B, H, Tk, Dv)
-    dprobs = dropout_backward(dout @ v.swapaxes(-1, -2), drop_cache)  # (B, H, Tq, Tk)
-    dscores = dprobs * probs
-    dscores -= probs * dscores.sum(axis=-1, keepdims=True)
-    if keep is not None:
-        keep["probs"] = dprobs
-        keep["scores"] = dscores.copy()  # before the scale folds in: dL/d(scaled scores)
-    dscores *= scale
+    if grads is not None and not isinstance(grads, dict):
+        raise TypeError(f"attention_backward grads must be a dict or None, got {given(grads)}")
+    dv = cache.dropped.swapaxes(-1, -2) @ dout  # (B, H, Tk, Dv)
+    dprobs = dropout_backward(dout @ v.swapaxes(-1, -2), cache.dropout)  # (B, H, Tq, Tk)
+    dscores = softmax_backward(dprobs, SoftmaxCache(cache.probs, -1))  # (B, H, Tq, Tk)
+    if grads is not None:
+        grads["probs"] = dprobs
+        grads["scores"] = dscores.copy()  # before the scale folds in: dL/d(scaled scores)
+    dscores *= cache.scale
     dq = dscores @ k  # (B, H, Tq, D)
     dk = dscores.swapaxes(-1, -2) @ q  # (B, H, Tk, D)
     return dq, dk, dv

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..backend import get_array_module
 from ..backend import rng as default_rng
-from ._checks import check_array, check_dout, check_float, check_real, check_same_device, given
+from ..checks import check_array, check_dout, check_float, check_real, check_same_device, given
+
+
+class DropoutCache(NamedTuple):
+    """What ``dropout_backward`` needs: the draw and what dout must look like."""
+
+    keep: Any  # the kept mask scaled by 1 / (1 - p), the shape of x; None for the identity
+    shape: tuple[int, ...]  # of x (and of the output)
+    dtype: Any  # of x
 
 
 def dropout_forward(
     x: Any, p: float, training: bool = True, rng: Any = None, mask: Any = None
-) -> tuple[Any, tuple]:
+) -> tuple[Any, DropoutCache]:
     """``out = x * keep / (1 - p)`` with ``keep ~ Bernoulli(1 - p)``.
 
-    The cache is ``(keep, shape, dtype)``: the kept mask, already scaled by 1 / (1 - p), so the
-    backward reuses exactly this draw, and the shape and dtype of x. In eval mode or with
-    ``p = 0`` it is the identity and ``keep`` is None. ``rng`` defaults to the backend's seeded
-    generator; ``mask`` (bool, same shape as x) may be given to replay a known draw, e.g. to
-    compare with another implementation.
+    The cache is ``DropoutCache(keep, shape, dtype)``: the kept mask, already scaled by
+    1 / (1 - p), so the backward reuses exactly this draw, and the shape and dtype of x. In
+    eval mode or with ``p = 0`` it is the identity and ``keep`` is None. ``rng`` defaults to the
+    backend's seeded generator; ``mask`` (bool, same shape as x) may be given to replay a known
+    draw, e.g. to compare with another implementation.
     """
     check_float("dropout input", x)
     check_real("dropout probability", p, 0, 1)
@@ -36,7 +44,7 @@ def dropout_forward(
         if tuple(mask.shape) != shape:
             raise ValueError(f"dropout mask must have shape {shape}, got {tuple(mask.shape)}")
     if not training or p == 0.0:
-        return x, (None, shape, x.dtype)
+        return x, DropoutCache(None, shape, x.dtype)
     xp = get_array_module(x)
     if mask is None:
         gen = default_rng() if rng is None else rng
@@ -47,11 +55,10 @@ def dropout_forward(
     scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)
     keep = mask.astype(x.dtype)
     keep *= scale  # 0 or 1/(1-p)
-    return x * keep, (keep, shape, x.dtype)
+    return x * keep, DropoutCache(keep, shape, x.dtype)
 
 
-def dropout_backward(dout: Any, cache: tuple) -> Any:
+def dropout_backward(dout: Any, cache: DropoutCache) -> Any:
     """``dx = dout * keep / (1 - p)``: the same scaled mask as the forward (identity if none)."""
-    keep, shape, dtype = cache
-    check_dout("dropout_backward", dout, shape, dtype)
-    return dout if keep is None else dout * keep
+    check_dout("dropout_backward", dout, cache.shape, cache.dtype)
+    return dout if cache.keep is None else dout * cache.keep

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..backend import get_array_module
-from ._checks import (
+from ..checks import (
     check_dout,
     check_float,
     check_nonempty_axis,
@@ -15,11 +15,21 @@ from ._checks import (
 )
 
 
-def layernorm_forward(x: Any, gamma: Any, beta: Any, eps: float = 1e-5) -> tuple[Any, tuple]:
+class LayerNormCache(NamedTuple):
+    """What ``layernorm_backward`` needs; ``xhat`` and ``rstd`` are worth plotting too."""
+
+    xhat: Any  # (x - μ) / √(σ² + eps), (..., C)
+    rstd: Any  # 1 / √(σ² + eps), (..., 1)
+    gamma: Any  # the scale γ, (C,)
+
+
+def layernorm_forward(
+    x: Any, gamma: Any, beta: Any, eps: float = 1e-5
+) -> tuple[Any, LayerNormCache]:
     """``out = (x - μ) / √(σ² + eps) · γ + β``, μ and σ² over the last dimension.
 
-    x: (..., C), gamma and beta: (C,). The cache keeps the normalised input ``x̂`` and
-    ``rstd = 1 / √(σ² + eps)`` (both are worth plotting) and γ.
+    x: (..., C), gamma and beta: (C,). The cache, ``LayerNormCache(xhat, rstd, gamma)``, keeps
+    the normalised input ``x̂`` and ``rstd = 1 / √(σ² + eps)`` (both are worth plotting) and γ.
     """
     check_float("layernorm input", x)
     check_float("layernorm gamma", gamma)
@@ -44,25 +54,25 @@ def layernorm_forward(x: Any, gamma: Any, beta: Any, eps: float = 1e-5) -> tuple
     xhat *= rstd
     out = xhat * gamma
     out += beta
-    return out, (xhat, rstd, gamma)
+    return out, LayerNormCache(xhat, rstd, gamma)
 
 
-def layernorm_backward(dout: Any, cache: tuple) -> tuple[Any, Any, Any]:
+def layernorm_backward(dout: Any, cache: LayerNormCache) -> tuple[Any, Any, Any]:
     """Gradients of LayerNorm.
 
     dγ = Σ dout ⊙ x̂,   dβ = Σ dout   (sums over all leading dims),
     dx = rstd · (g - mean(g) - x̂ · mean(g ⊙ x̂)),  with g = dout ⊙ γ.
     """
-    xhat, rstd, gamma = cache
+    xhat = cache.xhat
     check_dout("layernorm_backward", dout, xhat.shape, xhat.dtype, "(..., C)")
     n = xhat.shape[-1]
     dout2 = dout.reshape(-1, n)
     dgamma = (dout2 * xhat.reshape(-1, n)).sum(axis=0)
     dbeta = dout2.sum(axis=0)
-    g = dout * gamma  # (..., C)
+    g = dout * cache.gamma  # (..., C)
     dx = xhat * (g * xhat).mean(axis=-1, keepdims=True)
     dx += g.mean(axis=-1, keepdims=True)
     xp = get_array_module(dout)
     xp.subtract(g, dx, out=dx)
-    dx *= rstd
+    dx *= cache.rstd
     return dx, dgamma, dbeta

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
-from ._checks import check_dout, check_float, check_ndim, check_same_device, check_same_dtype
+from ..checks import check_dout, check_float, check_ndim, check_same_device, check_same_dtype
 
 
-def linear_forward(x: Any, weight: Any, bias: Any = None) -> tuple[Any, tuple]:
+class LinearCache(NamedTuple):
+    """What ``linear_backward`` needs: the input and the weight."""
+
+    x: Any  # (..., in_features)
+    weight: Any  # (out_features, in_features)
+    has_bias: bool  # whether to return a bias gradient
+
+
+def linear_forward(x: Any, weight: Any, bias: Any = None) -> tuple[Any, LinearCache]:
     """``out = x @ W.T + b``.
 
     x: (..., in_features), weight: (out_features, in_features), bias: (out_features,) or None.
-    Returns ``out: (..., out_features)`` and the cache ``(x, weight, has_bias)``. Empty sizes
-    work as in torch: no rows give no rows, ``in_features = 0`` gives the bias.
+    Returns ``out: (..., out_features)`` and the cache ``LinearCache(x, weight, has_bias)``.
+    Empty sizes work as in torch: no rows give no rows, ``in_features = 0`` gives the bias.
     """
     check_float("linear input x", x)
     check_float("linear weight", weight)
@@ -35,21 +43,21 @@ def linear_forward(x: Any, weight: Any, bias: Any = None) -> tuple[Any, tuple]:
     out = x2 @ weight.T  # (N, out)
     if bias is not None:
         out += bias
-    return out.reshape(*x.shape[:-1], n_out), (x, weight, bias is not None)
+    return out.reshape(*x.shape[:-1], n_out), LinearCache(x, weight, bias is not None)
 
 
-def linear_backward(dout: Any, cache: tuple) -> tuple[Any, Any, Any]:
+def linear_backward(dout: Any, cache: LinearCache) -> tuple[Any, Any, Any]:
     """Gradients of ``out = x @ W.T + b``.
 
     dx = dout @ W,   dW = doutᵀ @ x (summed over all leading dims),   db = Σ dout.
     Returns ``(dx, dW, db)``; ``db`` is None when the forward had no bias.
     """
-    x, weight, has_bias = cache
+    x, weight = cache.x, cache.weight
     n_out, n_in = weight.shape
     check_dout("linear_backward", dout, (*x.shape[:-1], n_out), x.dtype, "(..., out_features)")
     n_rows = math.prod(x.shape[:-1])
     dout2 = dout.reshape(n_rows, n_out)  # (N, out)
     dx = (dout2 @ weight).reshape(x.shape)  # (N, in) -> (..., in)
     dweight = dout2.T @ x.reshape(n_rows, n_in)  # (out, N) @ (N, in) = (out, in)
-    dbias = dout2.sum(axis=0) if has_bias else None
+    dbias = dout2.sum(axis=0) if cache.has_bias else None
     return dx, dweight, dbias

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..backend import get_array_module
-from ._checks import (
+from ..checks import (
     check_array,
     check_dout,
     check_float,
@@ -18,13 +18,44 @@ from ._checks import (
 from .softmax import log_softmax_forward
 
 
+class CrossEntropyCache(NamedTuple):
+    """What ``cross_entropy_backward`` needs (N = the positions, flattened)."""
+
+    probs: Any  # softmax of the logits, (N, V)
+    targets: Any  # (N,) the targets, ignored ones replaced by 0 (a safe index)
+    valid: Any  # (N,) True where the target is not ignore_index
+    denom: int  # the count of valid targets ("mean") or 1 ("sum")
+    label_smoothing: float  # ε
+    shape: tuple[int, ...]  # of the logits (..., V)
+
+
+def _check_inputs(
+    logits: Any, targets: Any, ignore_index: Any, label_smoothing: Any, reduction: Any
+) -> None:
+    """logits (..., V) float with V > 0, targets (...) ids in [0, V) or ignore_index."""
+    check_float("cross_entropy logits", logits)
+    check_nonempty_axis("cross_entropy logits", logits, -1, "the V classes")
+    check_array("cross_entropy targets", targets)
+    check_same_device("cross_entropy", logits=logits, targets=targets)
+    check_int("cross_entropy ignore_index", ignore_index)
+    check_real("cross_entropy label_smoothing", label_smoothing, 0, 1)
+    if not isinstance(reduction, str) or reduction not in ("mean", "sum"):
+        raise ValueError(f"cross_entropy reduction must be 'mean' or 'sum', got {reduction!r}")
+    if tuple(targets.shape) != tuple(logits.shape[:-1]):
+        raise ValueError(
+            f"cross_entropy targets must have shape {tuple(logits.shape[:-1])} (logits without "
+            f"the class dimension), got {tuple(targets.shape)}"
+        )
+    check_int_ids("cross_entropy targets", targets, logits.shape[-1], allowed_extra=ignore_index)
+
+
 def cross_entropy_forward(
     logits: Any,
     targets: Any,
     ignore_index: int = -100,
     label_smoothing: float = 0.0,
     reduction: str = "mean",
-) -> tuple[Any, tuple]:
+) -> tuple[Any, CrossEntropyCache]:
     """Cross-entropy of ``softmax(logits)`` against integer targets.
 
     logits: (..., V), targets: (...) integers in [0, V) or ``ignore_index``.
@@ -36,27 +67,14 @@ def cross_entropy_forward(
     are NaN or inf (as PyTorch's loss; PyTorch's gradient there is NaN). Returns the loss as a
     0-d array and the cache.
     """
-    check_float("cross_entropy logits", logits)
-    check_nonempty_axis("cross_entropy logits", logits, -1, "the V classes")
-    check_array("cross_entropy targets", targets)
-    check_same_device("cross_entropy", logits=logits, targets=targets)
-    check_int("cross_entropy ignore_index", ignore_index)
-    check_real("cross_entropy label_smoothing", label_smoothing, 0, 1)
-    if not isinstance(reduction, str) or reduction not in ("mean", "sum"):
-        raise ValueError(f"cross_entropy reduction must be 'mean' or 'sum', got {reduction!r}")
+    _check_inputs(logits, targets, ignore_index, label_smoothing, reduction)
     n_classes = logits.shape[-1]
-    if tuple(targets.shape) != tuple(logits.shape[:-1]):
-        raise ValueError(
-            f"cross_entropy targets must have shape {tuple(logits.shape[:-1])} (logits without "
-            f"the class dimension), got {tuple(targets.shape)}"
-        )
-    check_int_ids("cross_entropy targets", targets, n_classes, allowed_extra=ignore_index)
     xp = get_array_module(logits)
     y = targets.reshape(-1)  # (N,)
     valid = y != ignore_index  # (N,)
     # ignored rows are set to 0 first, so their NaN or inf never enters the softmax's arithmetic
     flat = xp.where(valid[:, None], logits.reshape(-1, n_classes), 0)  # (N, V)
-    logp, (p, _) = log_softmax_forward(flat)  # (N, V)
+    logp, logp_cache = log_softmax_forward(flat)  # (N, V)
     n_valid = int(valid.sum())
     if n_valid == 0 and reduction == "mean":
         n = y.shape[0]
@@ -76,17 +94,19 @@ def cross_entropy_forward(
     xp.copyto(per_row, 0.0, where=~valid)  # not `* valid`: 0 · NaN would be NaN
     denom = n_valid if reduction == "mean" else 1
     loss = per_row.sum() / denom
-    cache = (p, y_safe, valid, denom, label_smoothing, tuple(logits.shape))
+    cache = CrossEntropyCache(
+        logp_cache.probs, y_safe, valid, denom, label_smoothing, tuple(logits.shape)
+    )
     return loss, cache
 
 
-def cross_entropy_backward(dloss: Any, cache: tuple) -> Any:
+def cross_entropy_backward(dloss: Any, cache: CrossEntropyCache) -> Any:
     """Gradient with respect to the logits: ``dlogits_n = (p_n - q_n) · valid_n / count · dloss``.
 
     (softmax then log then the smoothed one-hot: the classic ``p - q``.) ``dloss`` is the
     gradient of the 0-d loss: a 0-d array or a number. Ignored rows get exactly 0.
     """
-    p, y_safe, valid, denom, eps, shape = cache
+    p, eps = cache.probs, cache.label_smoothing
     check_dout(
         "cross_entropy_backward", dloss, (), p.dtype, "(the 0-d loss)", arg="dloss", number_ok=True
     )
@@ -95,7 +115,7 @@ def cross_entropy_backward(dloss: Any, cache: tuple) -> Any:
     dlogits = p.copy()  # (N, V)
     if eps > 0.0:
         dlogits -= eps / n_classes
-    dlogits[xp.arange(p.shape[0]), y_safe] -= 1.0 - eps
-    dlogits *= dloss / denom
-    xp.copyto(dlogits, 0.0, where=~valid[:, None])  # not `* valid`: 0 · NaN would be NaN
-    return dlogits.reshape(shape)
+    dlogits[xp.arange(p.shape[0]), cache.targets] -= 1.0 - eps
+    dlogits *= dloss / cache.denom
+    xp.copyto(dlogits, 0.0, where=~cache.valid[:, None])  # not `* valid`: 0 · NaN would be NaN
+    return dlogits.reshape(cache.shape)

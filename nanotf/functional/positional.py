@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..backend import get_array_module
-from ._checks import (
+from ..checks import (
     check_dout,
     check_float,
     check_float_dtype,
@@ -47,13 +47,23 @@ def sinusoidal_encoding(
     return pe.astype(dtype)
 
 
-def add_positional_forward(x: Any, table: Any, scale: float = 1.0) -> tuple[Any, tuple]:
+class PositionalCache(NamedTuple):
+    """What ``add_positional_backward`` needs: the scale (the table is a constant)."""
+
+    scale: float
+    shape: tuple[int, ...]  # of the output (B, T, C)
+    dtype: Any  # of the output
+
+
+def add_positional_forward(
+    x: Any, table: Any, scale: float = 1.0
+) -> tuple[Any, PositionalCache]:
     """``out = x · scale + PE[:T]``; x: (B, T, C). The paper scales embeddings by √d_model.
 
     ``table`` (max_len, C) lives on x's device or on the host (then its first T rows are moved).
 
-    The cache is ``(scale, shape, dtype)`` of the output: the table is a constant, so the
-    backward needs nothing else.
+    The cache is ``PositionalCache(scale, shape, dtype)`` of the output: the table is a
+    constant, so the backward needs nothing else.
     """
     check_float("add_positional input", x)
     check_ndim("add_positional input", x, 3)
@@ -72,11 +82,10 @@ def add_positional_forward(x: Any, table: Any, scale: float = 1.0) -> tuple[Any,
     xp = get_array_module(x)
     out = x * scale
     out += xp.asarray(table[:t], dtype=x.dtype)
-    return out, (scale, tuple(x.shape), x.dtype)
+    return out, PositionalCache(scale, tuple(x.shape), x.dtype)
 
 
-def add_positional_backward(dout: Any, cache: tuple) -> Any:
+def add_positional_backward(dout: Any, cache: PositionalCache) -> Any:
     """The table is a constant, so ``dx = dout · scale``."""
-    scale, shape, dtype = cache
-    check_dout("add_positional_backward", dout, shape, dtype, "(B, T, C)")
-    return dout * scale
+    check_dout("add_positional_backward", dout, cache.shape, cache.dtype, "(B, T, C)")
+    return dout * cache.scale

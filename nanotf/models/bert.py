@@ -32,59 +32,37 @@ which hides the ``Module.intermediate`` method on that layer object; call it on 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 from ..backend import get_array_module
-from ..functional._checks import check_int_ids
 from ..nn import (
     Activation,
     Dropout,
-    Embedding,
     LayerNorm,
+    LayerStack,
     Linear,
     Module,
-    ModuleList,
     MultiHeadAttention,
     Parameter,
+    TokenEmbeddings,
+    residual_backward,
+    residual_forward,
 )
 from ..nn import init as nn_init
-from ..nn._checks import check_array, check_mask, describe, is_array
-from ..nn.layers import ACTIVATIONS
+from .huggingface import (  # re-exported: they were defined here before
+    check_activation,
+    check_model_inputs,
+    check_pad_token_id,
+    check_positive,
+    check_probability,
+    config_value,
+    drop_hf_buffers,
+    init_like_hf,
+    token_types_or_zeros,
+)
 
 __all__ = ["BertConfig", "BertForMaskedLM", "BertModel"]
-
-
-# -- configuration ----------------------------------------------------------------------------
-
-
-def config_value(cfg: dict[str, Any], key: str, model: str) -> Any:
-    """``cfg[key]``, or a KeyError that names the missing key and the model."""
-    if key not in cfg:
-        raise KeyError(f"{model} config is missing the key {key!r}")
-    return cfg[key]
-
-
-def check_activation(name: Any, key: str, model: str) -> str:
-    if name not in ACTIVATIONS:
-        raise ValueError(
-            f"{model} config {key}={name!r} is not supported: expected one of "
-            f"{', '.join(ACTIVATIONS)}"
-        )
-    return name
-
-
-def check_positive(value: Any, key: str, model: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{model} config {key} must be a positive integer, got {value!r}")
-    return value
-
-
-def check_probability(value: Any, key: str, model: str) -> float:
-    if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{model} config {key} must be a probability in [0, 1], got {value!r}")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -149,159 +127,41 @@ class BertConfig:
         check_activation(values["hidden_act"], "hidden_act", m)
         for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             values[key] = check_probability(values[key], key, m)
-        pad = values["pad_token_id"]
-        if pad is not None and not 0 <= pad < values["vocab_size"]:
-            raise ValueError(
-                f"{m} config pad_token_id={pad} must lie in [0, vocab_size={values['vocab_size']})"
-            )
+        check_pad_token_id(values["pad_token_id"], values["vocab_size"], m)
         return cls(**values)
-
-
-# -- shared helpers (DistilBERT uses them too) -------------------------------------------------
-
-
-def check_model_inputs(
-    model: str,
-    input_ids: Any,
-    attention_mask: Any,
-    vocab_size: int,
-    max_positions: int,
-    like: Any = None,
-) -> tuple[int, int]:
-    """input_ids: (B, T) integers in [0, vocab_size), 1 <= T <= max_positions; attention_mask
-    None or a boolean / 0-1 array of shape (B, T); both of ``like``'s array module (the
-    model's parameters)."""
-    if not is_array(input_ids):
-        raise TypeError(
-            f"{model}: input_ids must be an integer array of shape (batch, length), "
-            f"got {describe(input_ids)}"
-        )
-    check_array(model, "input_ids", input_ids, like)
-    shape = tuple(input_ids.shape)
-    if len(shape) != 2:
-        raise ValueError(f"{model}: input_ids must have shape (batch, length), got {shape}")
-    b, t = shape
-    if t > max_positions:
-        raise ValueError(
-            f"{model}: sequence length {t} exceeds max_position_embeddings={max_positions}"
-        )
-    if t == 0:
-        raise ValueError(
-            f"{model}: input_ids must hold at least one token per sequence, got shape {shape}"
-        )
-    check_int_ids(f"{model}: input_ids", input_ids, vocab_size)
-    if attention_mask is not None:
-        check_mask(
-            model,
-            "attention_mask",
-            attention_mask,
-            (b, t),
-            "the shape of input_ids (batch, length)",
-            like,
-        )
-    return b, t
-
-
-def init_like_hf(model: Module, std: float) -> None:
-    """Hugging Face's ``_init_weights``: Linear and Embedding weights N(0, std²), biases 0,
-    LayerNorm weight 1 and bias 0, the padding row of an embedding 0. Embeddings are drawn last,
-    so a decoder weight tied to the word embeddings ends up as the embedding (padding row 0)."""
-    for _, m in model.named_modules():
-        if isinstance(m, Linear):
-            nn_init.normal_(m.weight, std)
-            if m.bias is not None:
-                m.bias.data[...] = 0
-        elif isinstance(m, LayerNorm):
-            m.weight.data[...] = 1
-            m.bias.data[...] = 0
-    for _, m in model.named_modules():
-        if isinstance(m, Embedding):
-            nn_init.normal_(m.weight, std)
-            if m.padding_idx is not None:
-                m.weight.data[m.padding_idx] = 0
-
-
-def drop_hf_buffers(state: dict[str, Any], prefix: str, names: tuple[str, ...]) -> dict[str, Any]:
-    """Older Hugging Face checkpoints save the buffers ``embeddings.position_ids`` (0..P-1) and
-    ``embeddings.token_type_ids`` (zeros). nanotf computes both on the fly: accept them when they
-    hold those default values, refuse anything else."""
-    if not isinstance(state, Mapping):
-        raise TypeError(
-            f"load_state_dict: expected a dict of name -> array, got {type(state).__name__}"
-        )
-    state = dict(state)
-    for name in names:
-        key = f"{prefix}embeddings.{name}"
-        if key not in state:
-            continue
-        value = state.pop(key)
-        arr = value.numpy() if hasattr(value, "numpy") else value
-        xp = get_array_module(arr)
-        flat = xp.asarray(arr).reshape(-1)
-        want = xp.arange(flat.size) if name == "position_ids" else xp.zeros(flat.size)
-        if not bool((flat == want).all()):
-            raise ValueError(
-                f"load_state_dict: {key} holds non-default values; nanotf uses positions "
-                "0..T-1 and token type 0 by default"
-            )
-    return state
 
 
 # -- the modules, in Hugging Face's tree --------------------------------------------------------
 
 
-class BertEmbeddings(Module):
+class BertEmbeddings(TokenEmbeddings):
     """``LayerNorm(word[ids] + token_type[types] + position[0..T-1])`` then dropout."""
 
     def __init__(self, c: BertConfig) -> None:
-        super().__init__()
-        self.word_embeddings = Embedding(c.vocab_size, c.hidden_size, padding_idx=c.pad_token_id)
-        self.position_embeddings = Embedding(c.max_position_embeddings, c.hidden_size)
-        self.token_type_embeddings = Embedding(c.type_vocab_size, c.hidden_size)
-        self.LayerNorm = LayerNorm(c.hidden_size, c.layer_norm_eps)
-        self.dropout = Dropout(c.hidden_dropout_prob)
-
-    def forward(self, input_ids: Any, token_type_ids: Any) -> Any:
-        """input_ids, token_type_ids: (B, T) -> (B, T, H)."""
-        t = input_ids.shape[1]
-        xp = get_array_module(self.position_embeddings.weight.data)
-        e = self.word_embeddings.forward(input_ids)  # (B, T, H)
-        e = e + self.token_type_embeddings.forward(token_type_ids)  # (B, T, H)
-        e += self.position_embeddings.forward(xp.arange(t))  # (T, H), broadcast over B
-        return self.dropout.forward(self.LayerNorm.forward(e))
-
-    def backward(self, dout: Any) -> None:
-        d = self.LayerNorm.backward(self.dropout.backward(dout))  # (B, T, H)
-        self.word_embeddings.backward(d)
-        self.token_type_embeddings.backward(d)
-        self.position_embeddings.backward(d.sum(axis=0))  # every sequence used rows 0..T-1
+        super().__init__(
+            c.vocab_size,
+            c.hidden_size,
+            c.max_position_embeddings,
+            c.pad_token_id,
+            c.layer_norm_eps,
+            c.hidden_dropout_prob,
+            type_vocab_size=c.type_vocab_size,
+        )
 
 
 class BertSelfOutput(Module):
-    """After attention: ``dense`` and dropout, then the residual (and, post-LN, the LayerNorm).
+    """The end of a residual sublayer: ``dense``, ``dropout`` and ``LayerNorm``.
 
-    post-LN: ``LayerNorm(residual + drop(dense(h)))``; pre-LN: ``residual + drop(dense(h))``
-    (the LayerNorm then normalises the attention's input, see ``BertAttention``).
-    ``BertOutput`` (after the feed-forward) has the same shape of computation.
+    Wired by its parent (``residual_forward``): post-LN ``LayerNorm(x + dropout(dense(h)))``,
+    pre-LN ``x + dropout(dense(h))`` with the LayerNorm on the sublayer's input.
+    ``BertOutput`` (after the feed-forward) holds the same three.
     """
 
     def __init__(self, d_in: int, c: BertConfig) -> None:
         super().__init__()
-        self.norm_first = c.norm_first
         self.dense = Linear(d_in, c.hidden_size)
         self.LayerNorm = LayerNorm(c.hidden_size, c.layer_norm_eps)
         self.dropout = Dropout(c.hidden_dropout_prob)
-
-    def forward(self, h: Any, residual: Any) -> Any:
-        y = self.dropout.forward(self.dense.forward(h))  # (B, T, H)
-        if self.norm_first:
-            return residual + y
-        return self.LayerNorm.forward(y + residual)
-
-    def backward(self, dout: Any) -> tuple[Any, Any]:
-        """Returns ``(dh, dresidual)``."""
-        d = dout if self.norm_first else self.LayerNorm.backward(dout)
-        return self.dense.backward(self.dropout.backward(d)), d
 
 
 class BertOutput(BertSelfOutput):
@@ -311,7 +171,8 @@ class BertOutput(BertSelfOutput):
 class BertAttention(Module):
     """``self`` (multi-head attention without its output projection) and ``output``.
 
-    post-LN: ``output(self(x), x)``;  pre-LN: ``output(self(output.LayerNorm(x)), x)``.
+    post-LN: ``output.LayerNorm(x + drop(output.dense(self(x))))``;
+    pre-LN: ``x + drop(output.dense(self(output.LayerNorm(x))))``.
     """
 
     def __init__(self, c: BertConfig) -> None:
@@ -326,16 +187,24 @@ class BertAttention(Module):
         self.output = BertSelfOutput(c.hidden_size, c)
 
     def forward(self, x: Any, attention_mask: Any = None) -> Any:
-        h = self.output.LayerNorm.forward(x) if self.norm_first else x
-        a = self.self.forward(h, key_padding_mask=attention_mask)  # (B, T, H), heads merged
-        return self.output.forward(a, x)
+        """x: (B, T, H) -> (B, T, H)."""
+        out = self.output
+
+        def attention(h: Any) -> Any:
+            a = self.self.forward(h, key_padding_mask=attention_mask)  # (B, T, H), heads merged
+            return out.dense.forward(a)
+
+        return residual_forward(x, attention, out.LayerNorm, out.dropout, self.norm_first)
 
     def backward(self, dout: Any) -> Any:
-        da, dres = self.output.backward(dout)
-        dh = self.self.backward(da)
-        if self.norm_first:
-            dh = self.output.LayerNorm.backward(dh)
-        return dh + dres
+        out = self.output
+
+        def attention_backward(d: Any) -> Any:
+            return self.self.backward(out.dense.backward(d))
+
+        return residual_backward(
+            dout, attention_backward, out.LayerNorm, out.dropout, self.norm_first
+        )
 
 
 class BertIntermediate(Module):
@@ -358,7 +227,8 @@ class BertIntermediate(Module):
 
 
 class BertLayer(Module):
-    """One encoder layer: ``attention``, then ``intermediate`` and ``output`` (the FFN)."""
+    """One encoder layer: ``attention``, then ``intermediate`` and ``output`` (the FFN, in a
+    residual around ``output.LayerNorm``)."""
 
     def __init__(self, c: BertConfig) -> None:
         super().__init__()
@@ -368,40 +238,30 @@ class BertLayer(Module):
         self.output = BertOutput(c.intermediate_size, c)
 
     def forward(self, x: Any, attention_mask: Any = None) -> Any:
+        """x: (B, T, H) -> (B, T, H)."""
         a = self.attention.forward(x, attention_mask)  # (B, T, H)
-        h = self.output.LayerNorm.forward(a) if self.norm_first else a
-        return self.output.forward(self.intermediate.forward(h), a)
+        out = self.output
+
+        def feed_forward(h: Any) -> Any:
+            return out.dense.forward(self.intermediate.forward(h))
+
+        return residual_forward(a, feed_forward, out.LayerNorm, out.dropout, self.norm_first)
 
     def backward(self, dout: Any) -> Any:
-        di, da = self.output.backward(dout)
-        dh = self.intermediate.backward(di)
-        if self.norm_first:
-            dh = self.output.LayerNorm.backward(dh)
-        return self.attention.backward(da + dh)
+        out = self.output
 
+        def feed_forward_backward(d: Any) -> Any:
+            return self.intermediate.backward(out.dense.backward(d))
 
-class LayerStack(Module):
-    """Layers ``layer.0 .. layer.N-1`` applied in order, and in reverse order in the backward.
-
-    The shape of Hugging Face's ``BertEncoder`` (and DistilBERT's ``Transformer``).
-    """
-
-    def __init__(self, layers: list[Module]) -> None:
-        super().__init__()
-        self.layer = ModuleList(layers)
-
-    def forward(self, x: Any, attention_mask: Any = None) -> Any:
-        for layer in self.layer:
-            x = layer.forward(x, attention_mask)  # (B, T, H)
-        return x
-
-    def backward(self, dout: Any) -> Any:
-        for layer in reversed(self.layer):
-            dout = layer.backward(dout)
-        return dout
+        da = residual_backward(
+            dout, feed_forward_backward, out.LayerNorm, out.dropout, self.norm_first
+        )
+        return self.attention.backward(da)
 
 
 class BertEncoder(LayerStack):
+    """``layer.0 .. layer.N-1`` (Hugging Face's ``BertEncoder``)."""
+
     def __init__(self, c: BertConfig) -> None:
         super().__init__([BertLayer(c) for _ in range(c.num_hidden_layers)])
 
@@ -455,21 +315,7 @@ class BertModel(Module):
         check_model_inputs(
             "BERT", input_ids, attention_mask, c.vocab_size, c.max_position_embeddings, like
         )
-        if token_type_ids is None:
-            token_type_ids = get_array_module(input_ids).zeros(input_ids.shape, dtype=int)
-        elif not is_array(token_type_ids):
-            raise TypeError(
-                f"BERT: token_type_ids must be an integer array of the shape of input_ids "
-                f"{tuple(input_ids.shape)}, got {describe(token_type_ids)}"
-            )
-        else:
-            check_array("BERT", "token_type_ids", token_type_ids, like)
-        if tuple(token_type_ids.shape) != tuple(input_ids.shape):
-            raise ValueError(
-                f"BERT: token_type_ids must have the shape of input_ids {tuple(input_ids.shape)}, "
-                f"got {tuple(token_type_ids.shape)}"
-            )
-        check_int_ids("BERT: token_type_ids", token_type_ids, c.type_vocab_size)
+        token_type_ids = token_types_or_zeros(token_type_ids, input_ids, c.type_vocab_size, like)
         h = self.embeddings.forward(input_ids, token_type_ids)  # (B, T, H)
         h = self.encoder.forward(h, attention_mask)  # (B, T, H)
         self.pooler_output = None if self.pooler is None else self.pooler.forward(h)  # (B, H)

@@ -23,18 +23,19 @@ from typing import Any
 from ..backend import get_array_module
 from ..functional import sinusoidal_encoding
 from ..nn import (
-    Activation,
-    Dropout,
-    Embedding,
+    FeedForward,
     LayerNorm,
-    Linear,
+    LayerStack,
     Module,
     MultiHeadAttention,
+    TokenEmbeddings,
+    residual_backward,
+    residual_forward,
 )
-from .bert import (
-    LayerStack,
+from .huggingface import (
     check_activation,
     check_model_inputs,
+    check_pad_token_id,
     check_positive,
     check_probability,
     config_value,
@@ -42,7 +43,7 @@ from .bert import (
     init_like_hf,
 )
 
-__all__ = ["DistilBertConfig", "DistilBertModel"]
+__all__ = ["DistilBertConfig", "DistilBertModel", "DistilBertTransformer"]
 
 LAYER_NORM_EPS = 1e-12  # fixed in Hugging Face's DistilBERT, not a config key
 
@@ -83,60 +84,38 @@ class DistilBertConfig:
         for key in ("dropout", "attention_dropout"):
             values[key] = check_probability(values[key], key, m)
         values["sinusoidal_pos_embds"] = bool(values["sinusoidal_pos_embds"])
-        pad = values["pad_token_id"]
-        if pad is not None and not 0 <= pad < values["vocab_size"]:
-            raise ValueError(
-                f"{m} config pad_token_id={pad} must lie in [0, vocab_size={values['vocab_size']})"
-            )
+        check_pad_token_id(values["pad_token_id"], values["vocab_size"], m)
         return cls(**values)
 
 
-class Embeddings(Module):
+class Embeddings(TokenEmbeddings):
     """``dropout(LayerNorm(word[ids] + position[0..T-1]))``, (B, T) -> (B, T, dim)."""
 
     def __init__(self, c: DistilBertConfig) -> None:
-        super().__init__()
-        self.word_embeddings = Embedding(c.vocab_size, c.dim, padding_idx=c.pad_token_id)
-        self.position_embeddings = Embedding(c.max_position_embeddings, c.dim)
-        self.LayerNorm = LayerNorm(c.dim, LAYER_NORM_EPS)
-        self.dropout = Dropout(c.dropout)
-
-    def forward(self, input_ids: Any) -> Any:
-        t = input_ids.shape[1]
-        xp = get_array_module(self.position_embeddings.weight.data)
-        e = self.word_embeddings.forward(input_ids)  # (B, T, dim)
-        e = e + self.position_embeddings.forward(xp.arange(t))  # (T, dim), broadcast over B
-        return self.dropout.forward(self.LayerNorm.forward(e))
-
-    def backward(self, dout: Any) -> None:
-        d = self.LayerNorm.backward(self.dropout.backward(dout))  # (B, T, dim)
-        self.word_embeddings.backward(d)
-        self.position_embeddings.backward(d.sum(axis=0))
+        super().__init__(
+            c.vocab_size,
+            c.dim,
+            c.max_position_embeddings,
+            c.pad_token_id,
+            LAYER_NORM_EPS,
+            c.dropout,
+        )
 
 
-class FFN(Module):
+class FFN(FeedForward):
     """``dropout(lin2(act(lin1(x))))``: dim -> hidden_dim -> dim. Saves ``pre_activation``."""
 
     def __init__(self, c: DistilBertConfig) -> None:
-        super().__init__()
-        self.lin1 = Linear(c.dim, c.hidden_dim)
-        self.activation = Activation(c.activation)
-        self.lin2 = Linear(c.hidden_dim, c.dim)
-        self.dropout = Dropout(c.dropout)
-
-    def forward(self, x: Any) -> Any:
-        pre = self.lin1.forward(x)  # (B, T, hidden_dim)
-        self.save(pre_activation=pre)
-        return self.dropout.forward(self.lin2.forward(self.activation.forward(pre)))
-
-    def backward(self, dout: Any) -> Any:
-        dpre = self.activation.backward(self.lin2.backward(self.dropout.backward(dout)))
-        self.save_grad(pre_activation=dpre)
-        return self.lin1.backward(dpre)
+        super().__init__(
+            c.dim, c.hidden_dim, c.activation, c.dropout, names=("lin1", "lin2"), dropout_last=True
+        )
 
 
 class TransformerBlock(Module):
-    """``a = sa_layer_norm(x + attention(x))``; ``out = output_layer_norm(a + ffn(a))``."""
+    """``a = sa_layer_norm(x + attention(x))``; ``out = output_layer_norm(a + ffn(a))``.
+
+    Post-LN, with no dropout on the attention's output (``ffn`` ends with its own).
+    """
 
     def __init__(self, c: DistilBertConfig) -> None:
         super().__init__()
@@ -151,19 +130,24 @@ class TransformerBlock(Module):
         self.output_layer_norm = LayerNorm(c.dim, LAYER_NORM_EPS)
 
     def forward(self, x: Any, attention_mask: Any = None) -> Any:
-        a = self.sa_layer_norm.forward(
-            self.attention.forward(x, key_padding_mask=attention_mask) + x
-        )
-        return self.output_layer_norm.forward(self.ffn.forward(a) + a)
+        """x: (B, T, dim) -> (B, T, dim)."""
+
+        def attention(h: Any) -> Any:
+            return self.attention.forward(h, key_padding_mask=attention_mask)
+
+        a = residual_forward(x, attention, self.sa_layer_norm, None, norm_first=False)
+        return residual_forward(a, self.ffn.forward, self.output_layer_norm, None, norm_first=False)
 
     def backward(self, dout: Any) -> Any:
-        d = self.output_layer_norm.backward(dout)
-        da = d + self.ffn.backward(d)  # the residual and the FFN branch
-        d = self.sa_layer_norm.backward(da)
-        return d + self.attention.backward(d)
+        """dout: (B, T, dim) -> dx (B, T, dim)."""
+        da = residual_backward(dout, self.ffn.backward, self.output_layer_norm, None, False)
+        return residual_backward(da, self.attention.backward, self.sa_layer_norm, None, False)
 
 
-class Transformer(LayerStack):
+class DistilBertTransformer(LayerStack):
+    """``layer.0 .. layer.N-1`` (Hugging Face's DistilBERT ``Transformer``; renamed here so
+    that it does not shadow ``nanotf.models.Transformer``, the encoder-decoder)."""
+
     def __init__(self, c: DistilBertConfig) -> None:
         super().__init__([TransformerBlock(c) for _ in range(c.n_layers)])
 
@@ -180,7 +164,7 @@ class DistilBertModel(Module):
         super().__init__()
         self.config = config
         self.embeddings = Embeddings(config)
-        self.transformer = Transformer(config)
+        self.transformer = DistilBertTransformer(config)
         init_like_hf(self, config.initializer_range)
         if config.sinusoidal_pos_embds:
             w = self.embeddings.position_embeddings.weight

@@ -42,9 +42,9 @@ from ..nn import (
     Embedding,
     EncoderLayer,
     LayerNorm,
+    LayerStack,
     Linear,
     Module,
-    ModuleList,
     PositionalEncoding,
     init,
 )
@@ -60,9 +60,12 @@ from ..nn._checks import (
 __all__ = ["Transformer", "TransformerDecoder", "TransformerEncoder"]
 
 
-class TransformerEncoder(Module):
-    """A stack of ``EncoderLayer``s (``layers.0``, ``layers.1``, ...), plus a final LayerNorm
-    ``norm`` in the pre-LN layout (None in the post-LN one, whose layers end normalised)."""
+class _TransformerStack(LayerStack):
+    """``n_layers`` layers of type ``layer_type`` under ``layers.0``, ``layers.1``, ..., plus a
+    final LayerNorm ``norm`` in the pre-LN layout (None in the post-LN one, whose layers end
+    normalised)."""
+
+    layer_type: type[Module]
 
     def __init__(
         self,
@@ -75,61 +78,32 @@ class TransformerEncoder(Module):
         norm_first: bool,
         layer_norm_eps: float,
     ) -> None:
-        super().__init__()
         args = (d_model, n_heads, d_ff, dropout, activation, norm_first, layer_norm_eps)
-        self.layers = ModuleList([EncoderLayer(*args) for _ in range(n_layers)])
-        self.norm = LayerNorm(d_model, layer_norm_eps) if norm_first else None
-
-    def forward(self, x: Any, key_padding_mask: Any = None) -> Any:
-        """x: (B, S, C) embedded source; key_padding_mask: (B, S), True for real tokens."""
-        for layer in self.layers:
-            x = layer.forward(x, key_padding_mask=key_padding_mask)  # (B, S, C)
-        if self.norm is not None:
-            x = self.norm.forward(x)
-        return x
-
-    def backward(self, dout: Any) -> Any:
-        """dout: (B, S, C), the gradient of the memory -> gradient of the embedded source."""
-        if self.norm is not None:
-            dout = self.norm.backward(dout)
-        for layer in reversed(self.layers):
-            dout = layer.backward(dout)  # (B, S, C)
-        return dout
+        layers = [self.layer_type(*args) for _ in range(n_layers)]
+        super().__init__(
+            layers, "layers", LayerNorm(d_model, layer_norm_eps) if norm_first else None
+        )
 
 
-class TransformerDecoder(Module):
-    """A stack of ``DecoderLayer``s, each attending to the same encoder ``memory``, plus a
-    final LayerNorm ``norm`` in the pre-LN layout."""
+class TransformerEncoder(_TransformerStack):
+    """A stack of ``EncoderLayer``s.
 
-    def __init__(
-        self,
-        n_layers: int,
-        d_model: int,
-        n_heads: int,
-        d_ff: int,
-        dropout: float,
-        activation: str,
-        norm_first: bool,
-        layer_norm_eps: float,
-    ) -> None:
-        super().__init__()
-        args = (d_model, n_heads, d_ff, dropout, activation, norm_first, layer_norm_eps)
-        self.layers = ModuleList([DecoderLayer(*args) for _ in range(n_layers)])
-        self.norm = LayerNorm(d_model, layer_norm_eps) if norm_first else None
+    ``forward(x, key_padding_mask=None)``: x (B, S, C) embedded source, key_padding_mask (B, S)
+    True for real tokens -> memory (B, S, C). ``backward(dmemory)`` -> the gradient of the
+    embedded source, (B, S, C).
+    """
 
-    def forward(
-        self,
-        x: Any,
-        memory: Any,
-        tgt_key_padding_mask: Any = None,
-        memory_key_padding_mask: Any = None,
-    ) -> Any:
-        """x: (B, T, C) embedded target, memory: (B, S, C); masks True for real tokens."""
-        for layer in self.layers:
-            x = layer.forward(x, memory, tgt_key_padding_mask, memory_key_padding_mask)
-        if self.norm is not None:
-            x = self.norm.forward(x)
-        return x  # (B, T, C)
+    layer_type = EncoderLayer
+
+
+class TransformerDecoder(_TransformerStack):
+    """A stack of ``DecoderLayer``s, each attending to the same encoder ``memory``.
+
+    ``forward(x, memory, tgt_key_padding_mask=None, memory_key_padding_mask=None)``: x (B, T, C)
+    embedded target, memory (B, S, C), masks True for real tokens -> (B, T, C).
+    """
+
+    layer_type = DecoderLayer
 
     def backward(self, dout: Any) -> tuple[Any, Any]:
         """dout: (B, T, C) -> ``(dx, dmemory)``.
@@ -139,10 +113,40 @@ class TransformerDecoder(Module):
         if self.norm is not None:
             dout = self.norm.backward(dout)
         dmemory = None
-        for layer in reversed(self.layers):
+        for layer in reversed(self.stack):
             dout, dmem = layer.backward(dout)  # (B, T, C), (B, S, C)
             dmemory = dmem if dmemory is None else dmemory + dmem
         return dout, dmemory
+
+
+def _check_arguments(args: dict[str, Any]) -> None:
+    """The checks of ``Transformer(...)``'s arguments (``args``: the arguments by name)."""
+    who = "Transformer"
+    check_positive_int(who, "n_encoder_layers", args["n_encoder_layers"], low=0)
+    check_positive_int(who, "n_decoder_layers", args["n_decoder_layers"], low=0)
+    for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "max_len"):
+        check_positive_int(who, name, args[name])
+    d_model, n_heads = args["d_model"], args["n_heads"]
+    if d_model % n_heads:
+        raise ValueError(
+            f"{who}: d_model={d_model} must be divisible by n_heads={n_heads} "
+            f"(each head gets d_model / n_heads dimensions)"
+        )
+    check_probability(who, "dropout", args["dropout"])
+    eps = args["layer_norm_eps"]
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"{who}: layer_norm_eps must be a positive real number, got {eps!r}")
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(f"{who}: layer_norm_eps must be a positive real number, got {eps!r}")
+    pad_id = args["pad_id"]
+    if isinstance(pad_id, bool) or not isinstance(pad_id, numbers.Integral):
+        raise TypeError(f"{who}: pad_id must be an integer token id, got {pad_id!r}")
+    src_vocab, tgt_vocab = args["src_vocab_size"], args["tgt_vocab_size"]
+    if args["share_embeddings"] and src_vocab != tgt_vocab:
+        raise ValueError(
+            f"{who}: share_embeddings needs one vocabulary for source and target, got "
+            f"src_vocab_size={src_vocab} and tgt_vocab_size={tgt_vocab}"
+        )
 
 
 class Transformer(Module):
@@ -200,40 +204,8 @@ class Transformer(Module):
         pad_id: int = 0,
         layer_norm_eps: float = 1e-5,
     ) -> None:
+        _check_arguments(dict(locals()))  # every argument, by name, before anything is built
         super().__init__()
-        who = "Transformer"
-        check_positive_int(who, "n_encoder_layers", n_encoder_layers, low=0)
-        check_positive_int(who, "n_decoder_layers", n_decoder_layers, low=0)
-        for name, size in (
-            ("src_vocab_size", src_vocab_size),
-            ("tgt_vocab_size", tgt_vocab_size),
-            ("d_model", d_model),
-            ("n_heads", n_heads),
-            ("d_ff", d_ff),
-            ("max_len", max_len),
-        ):
-            check_positive_int(who, name, size)
-        if d_model % n_heads:
-            raise ValueError(
-                f"{who}: d_model={d_model} must be divisible by n_heads={n_heads} "
-                f"(each head gets d_model / n_heads dimensions)"
-            )
-        check_probability(who, "dropout", dropout)
-        if isinstance(layer_norm_eps, bool) or not isinstance(layer_norm_eps, numbers.Real):
-            raise TypeError(
-                f"{who}: layer_norm_eps must be a positive real number, got {layer_norm_eps!r}"
-            )
-        if not (math.isfinite(layer_norm_eps) and layer_norm_eps > 0):
-            raise ValueError(
-                f"{who}: layer_norm_eps must be a positive real number, got {layer_norm_eps!r}"
-            )
-        if isinstance(pad_id, bool) or not isinstance(pad_id, numbers.Integral):
-            raise TypeError(f"{who}: pad_id must be an integer token id, got {pad_id!r}")
-        if share_embeddings and src_vocab_size != tgt_vocab_size:
-            raise ValueError(
-                f"{who}: share_embeddings needs one vocabulary for source and target, got "
-                f"src_vocab_size={src_vocab_size} and tgt_vocab_size={tgt_vocab_size}"
-            )
         self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
         self.d_model, self.n_heads, self.max_len, self.pad_id = d_model, n_heads, max_len, pad_id
         self.norm_first = norm_first
@@ -338,7 +310,7 @@ class Transformer(Module):
         self._check_ids("source", src, self.src_vocab_size)
         src_mask = self._mask("src_mask", src_mask, src.shape, src)
         x, self._src_cache = self._embed(self.src_embed, src, self.src_dropout)  # (B, S, C)
-        memory = self.encoder.forward(x, key_padding_mask=src_mask)  # (B, S, C)
+        memory = self.encoder.forward(x, src_mask)  # (B, S, C)
         self.save(memory=memory)
         return memory
 

@@ -1,6 +1,7 @@
 """Modules: parameters, layers and the Transformer's blocks, each with forward and backward."""
 
 from .attention import MultiHeadAttention
+from .blocks import LayerStack, TokenEmbeddings, residual_backward, residual_forward
 from .layers import Activation, Dropout, Embedding, LayerNorm, Linear, PositionalEncoding
 from .module import Module, ModuleList
 from .parameter import Parameter
@@ -14,10 +15,14 @@ __all__ = [
     "EncoderLayer",
     "FeedForward",
     "LayerNorm",
+    "LayerStack",
     "Linear",
     "Module",
     "ModuleList",
     "MultiHeadAttention",
     "Parameter",
     "PositionalEncoding",
+    "TokenEmbeddings",
+    "residual_backward",
+    "residual_forward",
 ]

@@ -4,7 +4,9 @@ expected and what was given.
 The ops in ``nanotf.functional`` check their own inputs; these checks run one level up, where the
 module knows its sizes (``Linear(4 -> 3)`` expects a last dimension of 4) and can say so in its
 own words, and where things that are not arrays at all (Python lists, torch tensors, numbers)
-must be refused before any array code touches them.
+must be refused before any array code touches them. What an array is (``is_array``) and how a
+given value is described (``describe``) are shared with the ops, in :mod:`nanotf.arrays` and
+:mod:`nanotf.checks`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import get_array_module
+from ..arrays import get_array_module, is_array, is_torch_tensor
+from ..checks import describe, type_name
 
 __all__ = [
     "check_array",
@@ -30,57 +33,13 @@ __all__ = [
 ]
 
 
-def is_torch_tensor(value: Any) -> bool:
-    """True for a ``torch.Tensor`` (checked by its module's name: nanotf never imports torch)."""
-    return type(value).__module__.split(".")[0] == "torch"
-
-
-def is_array(value: Any) -> bool:
-    """A NumPy array, a CuPy array or the CPU stand-in for CuPy (not a torch tensor, not a list,
-    not a Python number)."""
-    if isinstance(value, np.ndarray):
-        return True
-    if is_torch_tensor(value) or isinstance(value, (np.generic, numbers.Number)):
-        return False
-    return get_array_module(value) is not np and all(
-        hasattr(value, a) for a in ("shape", "dtype", "ndim")
-    )
-
-
-def _type_name(value: Any) -> str:
-    """``numpy.ndarray``, ``cupy.ndarray``, ``nanotf.testing.strict.StrictArray``, ..."""
-    module = type(value).__module__
-    if module.split(".")[0] in ("numpy", "cupy", "torch"):
-        module = module.split(".")[0]
-    return f"{module}.{type(value).__name__}"
-
-
-def describe(value: Any) -> str:
-    """What was given, in a few words: ``"a float64 array of shape (2, 5)"``, ``"a Python
-    list (convert it with numpy.asarray)"``, ``"a torch.Tensor of shape (2, 3) (convert ...)"``."""
-    if is_torch_tensor(value):
-        shape = tuple(getattr(value, "shape", ()))
-        return (
-            f"a torch.Tensor of shape {shape} (convert it with .detach().cpu().numpy(), "
-            "or nanotf.asarray(t.detach().cpu().numpy()) for the current backend)"
-        )
-    if is_array(value):
-        kind = "" if isinstance(value, np.ndarray) else f" ({_type_name(value)})"
-        return f"a {value.dtype} array of shape {tuple(value.shape)}{kind}"
-    if isinstance(value, (list, tuple)):
-        return f"a Python {type(value).__name__} (convert it with numpy.asarray)"
-    if isinstance(value, (np.generic, numbers.Number)):
-        return f"the scalar {value!r}"
-    return f"a {type(value).__name__}"
-
-
 def check_array(who: str, name: str, value: Any, like: Any = None) -> None:
     """``value`` must be an array; with ``like`` (a parameter's array), of the same array module
     (NumPy with NumPy, CuPy with CuPy: no silent copies between host and device)."""
     if not is_array(value):
         raise TypeError(f"{who}: {name} must be an array, got {describe(value)}")
     if like is not None and get_array_module(value) is not get_array_module(like):
-        want, got = _type_name(like), _type_name(value)
+        want, got = type_name(like), type_name(value)
         raise TypeError(
             f"{who}: {name} must be a {want} like the parameters, got a {got}; move it with "
             "nanotf.asarray (to the device) or nanotf.to_numpy (to the host) first"

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..functional import attention_backward, attention_forward, merge_heads, split_heads
-from ..functional._checks import broadcast_shape
+from ..checks import broadcast_shape
+from ..functional import (
+    attention_backward,
+    attention_forward,
+    merge_heads,
+    padding_mask,
+    split_heads,
+)
 from ._checks import (
     check_array,
     check_float_input,
@@ -22,7 +28,7 @@ def key_padding_to_mask(
     key_padding_mask: Any, batch: int, t_k: int, who: str = "attention", like: Any = None
 ) -> Any:
     """(B, Tk) with True/1 for real tokens -> boolean (B, 1, 1, Tk), type- and shape-checked
-    (and of ``like``'s array module)."""
+    in the module's words (and of ``like``'s array module), then made by ``padding_mask``."""
     check_mask(
         who,
         "key padding mask",
@@ -31,7 +37,7 @@ def key_padding_to_mask(
         "shape (batch, key length)",
         like,
     )
-    return (key_padding_mask != 0)[:, None, None, :]
+    return padding_mask(key_padding_mask != 0)  # != 0: a 0/1 float mask becomes boolean
 
 
 class MultiHeadAttention(Module):
@@ -131,7 +137,7 @@ class MultiHeadAttention(Module):
         out, self._cache = attention_forward(
             q, k, v, mask=mask, causal=self.causal, dropout_p=self.dropout, training=self.training
         )
-        self.save(scores=self._cache[3], probs=self._cache[4])
+        self.save(scores=self._cache.scores, probs=self._cache.probs)
         out = merge_heads(out)  # (B, Tq, C)
         if self._names[3] is not None:
             out = self._proj(3).forward(out)
@@ -141,9 +147,9 @@ class MultiHeadAttention(Module):
         """Returns dx for self-attention, ``(dx, dmemory)`` for cross-attention."""
         if self._names[3] is not None:
             dout = self._proj(3).backward(dout)
-        keep: dict[str, Any] = {}
-        dq, dk, dv = attention_backward(split_heads(dout, self.n_heads), self._cache, keep)
-        self.save_grad(**keep)
+        grads: dict[str, Any] = {}  # dL/dprobs and dL/dscores, kept for inspection
+        dq, dk, dv = attention_backward(split_heads(dout, self.n_heads), self._cache, grads)
+        self.save_grad(**grads)
         dx = self._proj(0).backward(merge_heads(dq))
         dkv = self._proj(1).backward(merge_heads(dk))
         dkv += self._proj(2).backward(merge_heads(dv))

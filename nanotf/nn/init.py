@@ -5,27 +5,28 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..backend import default_dtype, rng, xp
+from ..backend import array_module, default_dtype, rng
 from .parameter import Parameter
 
 
 def uniform(shape: tuple[int, ...], bound: float, dtype: Any = None) -> Any:
     """U(-bound, bound)."""
-    u = rng().random(shape, dtype=xp().float64)
+    u = rng().random(shape, dtype=array_module().float64)
     return ((2.0 * u - 1.0) * bound).astype(dtype or default_dtype())
 
 
 def normal(shape: tuple[int, ...], std: float, dtype: Any = None) -> Any:
     """N(0, std²)."""
-    return (rng().standard_normal(shape, dtype=xp().float64) * std).astype(dtype or default_dtype())
+    z = rng().standard_normal(shape, dtype=array_module().float64)
+    return (z * std).astype(dtype or default_dtype())
 
 
 def zeros(shape: tuple[int, ...], dtype: Any = None) -> Any:
-    return xp().zeros(shape, dtype=dtype or default_dtype())
+    return array_module().zeros(shape, dtype=dtype or default_dtype())
 
 
 def ones(shape: tuple[int, ...], dtype: Any = None) -> Any:
-    return xp().ones(shape, dtype=dtype or default_dtype())
+    return array_module().ones(shape, dtype=dtype or default_dtype())
 
 
 def xavier_uniform_(param: Parameter, gain: float = 1.0) -> None:

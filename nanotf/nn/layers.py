@@ -10,7 +10,7 @@ import math
 import numbers
 from typing import Any
 
-from ..backend import default_dtype, get_array_module, xp
+from ..backend import array_module, default_dtype, get_array_module
 from ..functional import (
     add_positional_backward,
     add_positional_forward,
@@ -166,7 +166,7 @@ class LayerNorm(Module):
             layout=f"(..., {n})",
         )
         out, self._cache = layernorm_forward(x, self.weight.data, self.bias.data, self.eps)
-        self.save(xhat=self._cache[0], rstd=self._cache[1])
+        self.save(xhat=self._cache.xhat, rstd=self._cache.rstd)
         return out
 
     def backward(self, dout: Any) -> Any:
@@ -251,7 +251,8 @@ class PositionalEncoding(Module):
         max_len = check_positive_int("PositionalEncoding", "max_len", max_len)
         self.d_model, self.max_len = d_model, max_len
         self.scale = math.sqrt(d_model) if scale else 1.0
-        self.table = sinusoidal_encoding(max_len, d_model, dtype=default_dtype(), xp=xp())
+        table = sinusoidal_encoding(max_len, d_model, dtype=default_dtype(), xp=array_module())
+        self.register_buffer("table", table)  # (max_len, d_model); moved and cast by ``to``
         self._cache: Any = None
 
     def forward(self, x: Any) -> Any:

@@ -14,11 +14,12 @@ those in the backward. After one forward and backward, read them by dotted name 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from ..backend import get_array_module
+from ..backend import BACKENDS, _import_cupy, get_array_module, to_numpy
 from ._checks import check_array, describe
 from .parameter import Parameter
 
@@ -46,12 +47,93 @@ def _same_bits(a: Any, b: Any, like: Any) -> bool:
     return bool(xp.array_equal(xp.asarray(a).view(bits), xp.asarray(b).view(bits)))
 
 
+def _check_state_values(
+    who: str, state: Mapping[str, Any], given: dict[str, Parameter]
+) -> dict[int, str]:
+    """The value checks of ``Module.load_state_dict`` for the parameters ``given`` by name:
+    arrays (1), of each parameter's shape and dtype (2), the same bits under every name of a
+    tied parameter (3). Returns ``{id(parameter): its first name}``, each Parameter once."""
+    # 1. every value is an array (a number counts as a 0-d array and fails the shape check)
+    wrong_type = [
+        why
+        for name, p in given.items()
+        if (why := _not_an_array(name, state[name], p.data)) is not None
+    ]
+    if wrong_type:
+        raise TypeError(f"{who}: " + "; ".join(wrong_type))
+    # 2. of the parameter's shape and dtype
+    errors = []
+    for name, p in given.items():
+        value = state[name]
+        shape = tuple(getattr(value, "shape", ()))
+        dtype = getattr(value, "dtype", None)
+        if shape != p.shape:
+            errors.append(f"{name}: expected shape {p.shape}, got {shape}")
+        elif dtype is None or np.dtype(dtype) != p.dtype:
+            errors.append(f"{name}: expected dtype {p.dtype}, got {dtype}")
+    if errors:
+        raise ValueError(f"{who}: " + "; ".join(errors))
+    # 3. one Parameter under several names (tied weights): the arrays must be the same
+    first: dict[int, str] = {}
+    for name, p in given.items():
+        if id(p) not in first:
+            first[id(p)] = name
+        elif not _same_bits(state[first[id(p)]], state[name], p.data):
+            raise ValueError(
+                f"{who}: {first[id(p)]} and {name} are one tied parameter in this model, "
+                "but the state gives them different arrays (a checkpoint of an untied model "
+                "does not load into a tied one)"
+            )
+    return first
+
+
+def _is_dtype(value: Any) -> bool:
+    try:
+        np.dtype(value)
+    except TypeError:
+        return False
+    return value is not None
+
+
+def _target_of(backend: Any, dtype: Any) -> tuple[ModuleType | None, np.dtype | None]:
+    """``Module.to``'s arguments as (array module or None, floating dtype or None)."""
+    is_name = isinstance(backend, str) and backend.lower() in BACKENDS
+    if not (backend is None or is_name or isinstance(backend, ModuleType)):
+        if dtype is not None or not _is_dtype(backend):
+            raise ValueError(
+                f"Module.to: unknown backend {backend!r}: expected one of {', '.join(BACKENDS)}, "
+                "an array module or a floating dtype"
+            )
+        backend, dtype = None, backend  # model.to(np.float64), model.to("float64")
+    target = backend
+    if is_name:
+        target = np if backend.lower() == "numpy" else _import_cupy()
+    if dtype is not None:
+        if not _is_dtype(dtype) or np.dtype(dtype).kind != "f":
+            raise ValueError(
+                f"Module.to: expected a floating dtype (float16, float32, float64), got {dtype!r}"
+            )
+        dtype = np.dtype(dtype)
+    return target, dtype
+
+
+def _moved(a: Any, target: ModuleType | None, dtype: np.dtype | None) -> Any:
+    """``a`` on the array module ``target`` (through the host) and in ``dtype``; None keeps
+    what ``a`` has. An array already there in that dtype is returned as is."""
+    if target is not None and get_array_module(a) is not target:
+        a = target.asarray(to_numpy(a))
+    if dtype is not None and a.dtype != dtype:
+        a = a.astype(dtype)
+    return a
+
+
 class Module:
     """Base class: sub-modules and parameters are registered by attribute assignment."""
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", {})
         object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "_buffers", {})
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "_saved", {})
         object.__setattr__(self, "_saved_grads", {})
@@ -62,6 +144,8 @@ class Module:
             raise RuntimeError(f"call Module.__init__() in {type(self).__name__} before assigning")
         self._parameters.pop(name, None)
         self._modules.pop(name, None)
+        if name in self._buffers:
+            self._buffers[name] = value
         if isinstance(value, Parameter):
             self._parameters[name] = value
         elif isinstance(value, Module):
@@ -142,42 +226,44 @@ class Module:
                 parts.append(f"unexpected keys: {', '.join(unexpected)}")
             raise KeyError(f"{who}: " + "; ".join(parts))
         given = {name: p for name, p in own.items() if name in state}
-        # 1. every value is an array (a number counts as a 0-d array and fails the shape check)
-        wrong_type = [
-            why
-            for name, p in given.items()
-            if (why := _not_an_array(name, state[name], p.data)) is not None
-        ]
-        if wrong_type:
-            raise TypeError(f"{who}: " + "; ".join(wrong_type))
-        # 2. of the parameter's shape and dtype
-        errors = []
-        for name, p in given.items():
-            value = state[name]
-            shape = tuple(getattr(value, "shape", ()))
-            dtype = getattr(value, "dtype", None)
-            if shape != p.shape:
-                errors.append(f"{name}: expected shape {p.shape}, got {shape}")
-            elif dtype is None or np.dtype(dtype) != p.dtype:
-                errors.append(f"{name}: expected dtype {p.dtype}, got {dtype}")
-        if errors:
-            raise ValueError(f"{who}: " + "; ".join(errors))
-        # 3. one Parameter under several names (tied weights): the arrays must be the same
-        first: dict[int, str] = {}
-        for name, p in given.items():
-            if id(p) not in first:
-                first[id(p)] = name
-            elif not _same_bits(state[first[id(p)]], state[name], p.data):
-                raise ValueError(
-                    f"{who}: {first[id(p)]} and {name} are one tied parameter in this model, "
-                    "but the state gives them different arrays (a checkpoint of an untied model "
-                    "does not load into a tied one)"
-                )
+        first = _check_state_values(who, state, given)
         # everything checked: write each Parameter once, in place
         for name in first.values():
             p = given[name]
             p.data[...] = get_array_module(p.data).asarray(state[name])
         return {"missing_keys": missing, "unexpected_keys": unexpected}
+
+    # -- buffers, devices and dtypes ---------------------------------------------------------
+    def register_buffer(self, name: str, array: Any) -> None:
+        """Keep ``array`` as the attribute ``name``: state that is not trained (a position
+        table), so not a parameter and not in ``state_dict()``, but moved and cast by ``to``."""
+        self._buffers[name] = array
+        object.__setattr__(self, name, array)
+
+    def named_buffers(self) -> Iterator[tuple[str, Any]]:
+        """Every buffer of this module and those below it, by dotted name."""
+        for mod_name, mod in self.named_modules():
+            for name, array in mod._buffers.items():
+                yield (f"{mod_name}.{name}" if mod_name else name), array
+
+    def to(self, backend: Any = None, dtype: Any = None) -> Module:
+        """Move and/or cast every parameter (data and grad) and buffer, in place; returns self.
+
+        As in PyTorch: ``model.to("cupy")``, ``model.to(np.float64)``,
+        ``model.to("numpy", "float32")``. ``backend`` is ``"numpy"``, ``"cupy"`` or an array
+        module (such as the CPU stand-in for CuPy, ``nanotf.testing.strict.strict``); a dtype in
+        its place is taken as ``dtype``. ``dtype`` is a floating dtype (float16, float32,
+        float64). A tied parameter is one Parameter and moves once. Build the optimizer after
+        moving (as in PyTorch), and run a forward before the next backward: the caches of the
+        last forward are not moved.
+        """
+        target, dtype = _target_of(backend, dtype)
+        for p in self.parameters():
+            p.data, p.grad = _moved(p.data, target, dtype), _moved(p.grad, target, dtype)
+        for _, mod in self.named_modules():
+            for name, array in mod._buffers.items():
+                mod.register_buffer(name, _moved(array, target, dtype))
+        return self
 
     def train(self, mode: bool = True) -> Module:
         """Training mode (dropout on) for this module and all below it."""
@@ -220,19 +306,20 @@ class Module:
 
     def intermediate(self, dotted: str) -> Any:
         """The intermediate activation saved under a dotted name in the last forward."""
-        mod, key = self._resolve(dotted)
-        if key not in mod._saved:
-            have = ", ".join(mod._saved) or "nothing (run a forward first)"
-            raise KeyError(f"{dotted!r}: {type(mod).__name__} saved {have}")
-        return mod._saved[key]
+        return self._lookup_saved(dotted, grads=False)
 
     def intermediate_grad(self, dotted: str) -> Any:
         """The gradient of the loss with respect to a saved intermediate (after a backward)."""
+        return self._lookup_saved(dotted, grads=True)
+
+    def _lookup_saved(self, dotted: str, grads: bool) -> Any:
         mod, key = self._resolve(dotted)
-        if key not in mod._saved_grads:
-            have = ", ".join(mod._saved_grads) or "nothing (run a backward first)"
-            raise KeyError(f"{dotted!r}: {type(mod).__name__} has gradients of {have}")
-        return mod._saved_grads[key]
+        saved = mod._saved_grads if grads else mod._saved
+        if key not in saved:
+            what, run = ("has gradients of", "backward") if grads else ("saved", "forward")
+            have = ", ".join(saved) or f"nothing (run a {run} first)"
+            raise KeyError(f"{dotted!r}: {type(mod).__name__} {what} {have}")
+        return saved[key]
 
     def named_intermediates(self) -> Iterator[tuple[str, Any]]:
         """Every saved intermediate by dotted name."""

@@ -2,6 +2,9 @@
 
 Post-LN ("Add & Norm", the paper and BERT):   x = LN(x + Dropout(Sublayer(x)))
 Pre-LN  (``norm_first=True``, the BERT sketch): x = x + Dropout(Sublayer(LN(x)))
+
+The wiring itself is ``residual_forward`` / ``residual_backward`` in ``nn/blocks.py``, shared
+with BERT and DistilBERT.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from typing import Any
 
 from ._checks import check_float_input
 from .attention import MultiHeadAttention
+from .blocks import residual_backward, residual_forward
 from .layers import Activation, Dropout, LayerNorm, Linear
 from .module import Module
 
@@ -17,7 +21,10 @@ from .module import Module
 class FeedForward(Module):
     """``linear2(dropout(act(linear1(x))))``: d_model -> d_ff -> d_model.
 
-    Saves ``pre_activation`` (the output of linear1) and ``hidden`` (after the activation).
+    ``names`` are the attribute names of the two linear layers (``("lin1", "lin2")`` for
+    DistilBERT); ``dropout_last=True`` moves the dropout after the second layer,
+    ``dropout(linear2(act(linear1(x))))``, as DistilBERT has it. Saves ``pre_activation`` (the
+    output of linear1) and ``hidden`` (after the activation), and their gradients.
     """
 
     def __init__(
@@ -27,18 +34,23 @@ class FeedForward(Module):
         activation: str = "relu",
         dropout: float = 0.0,
         names: tuple[str, str] = ("linear1", "linear2"),
+        dropout_last: bool = False,
     ) -> None:
         super().__init__()
         self._names = names
+        self.dropout_last = dropout_last
         setattr(self, names[0], Linear(d_model, d_ff))
         self.activation = Activation(activation)
-        self.dropout = Dropout(dropout)
+        if not dropout_last:
+            self.dropout = Dropout(dropout)
         setattr(self, names[1], Linear(d_ff, d_model))
+        if dropout_last:
+            self.dropout = Dropout(dropout)
         self.d_model, self.d_ff = d_model, d_ff
 
     def forward(self, x: Any) -> Any:
         """x: (..., d_model) -> (..., d_model)."""
-        first = self._modules[self._names[0]]
+        first, second = self._modules[self._names[0]], self._modules[self._names[1]]
         check_float_input(
             f"FeedForward({self.d_model} -> {self.d_ff} -> {self.d_model})",
             "input",
@@ -51,22 +63,33 @@ class FeedForward(Module):
         pre = first.forward(x)  # (B, T, d_ff)
         hidden = self.activation.forward(pre)
         self.save(pre_activation=pre, hidden=hidden)
-        return self._modules[self._names[1]].forward(self.dropout.forward(hidden))
+        if self.dropout_last:
+            return self.dropout.forward(second.forward(hidden))
+        return second.forward(self.dropout.forward(hidden))
 
     def backward(self, dout: Any) -> Any:
-        dhidden = self.dropout.backward(self._modules[self._names[1]].backward(dout))
+        """dout: (..., d_model) -> dx (..., d_model)."""
+        first, second = self._modules[self._names[0]], self._modules[self._names[1]]
+        if self.dropout_last:
+            dhidden = second.backward(self.dropout.backward(dout))
+        else:
+            dhidden = self.dropout.backward(second.backward(dout))
         dpre = self.activation.backward(dhidden)
         self.save_grad(hidden=dhidden, pre_activation=dpre)
-        return self._modules[self._names[0]].backward(dpre)
+        return first.backward(dpre)
 
 
-class EncoderLayer(Module):
-    """Self-attention and feed-forward, each wrapped in a residual and a LayerNorm.
+class _ResidualLayer(Module):
+    """What EncoderLayer and DecoderLayer share: their construction (the sub-modules, in
+    PyTorch's names and order) and the ``norm_first`` switch. A subclass sets ``causal`` (the
+    self-attention's look-ahead mask) and ``cross_attention`` (a second attention, to memory)."""
 
-    Names follow ``torch.nn.TransformerEncoderLayer`` where they can (norm1, norm2, dropout1,
-    dropout2); the attention projections are ``self_attn.{q,k,v,out}_proj`` and the
-    feed-forward is ``ff.linear1`` / ``ff.linear2``.
-    """
+    causal = False
+    cross_attention = False
+    norm1: LayerNorm
+    norm2: LayerNorm
+    dropout1: Dropout
+    dropout2: Dropout
 
     def __init__(
         self,
@@ -80,13 +103,28 @@ class EncoderLayer(Module):
     ) -> None:
         super().__init__()
         self.norm_first = norm_first
-        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout)
+        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout, causal=self.causal)
+        if self.cross_attention:
+            self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout)
         self.ff = FeedForward(d_model, d_ff, activation, dropout)
         self.d_model = self.self_attn.d_model
-        self.norm1 = LayerNorm(d_model, layer_norm_eps)
-        self.norm2 = LayerNorm(d_model, layer_norm_eps)
-        self.dropout1 = Dropout(dropout)
-        self.dropout2 = Dropout(dropout)
+        n_sublayers = 3 if self.cross_attention else 2
+        for i in range(1, n_sublayers + 1):  # norm1, norm2[, norm3]: one per sublayer
+            setattr(self, f"norm{i}", LayerNorm(d_model, layer_norm_eps))
+        for i in range(1, n_sublayers + 1):  # dropout1, dropout2[, dropout3]
+            setattr(self, f"dropout{i}", Dropout(dropout))
+
+
+class EncoderLayer(_ResidualLayer):
+    """Self-attention and feed-forward, each wrapped in a residual and a LayerNorm
+    (``residual_forward``: post-LN, or pre-LN with ``norm_first=True``).
+
+    ``EncoderLayer(d_model, n_heads, d_ff, dropout=0.1, activation="relu", norm_first=False,
+    layer_norm_eps=1e-5)``. Names follow ``torch.nn.TransformerEncoderLayer`` where they can
+    (norm1, norm2, dropout1, dropout2); the attention projections are
+    ``self_attn.{q,k,v,out}_proj`` and the feed-forward is ``ff.linear1`` / ``ff.linear2``.
+    ``backward(dout)`` returns ``dx``.
+    """
 
     def forward(self, x: Any, key_padding_mask: Any = None) -> Any:
         """x: (B, T, C); key_padding_mask: (B, T), True for real tokens."""
@@ -99,55 +137,33 @@ class EncoderLayer(Module):
             last_dim=self.d_model,
             layout=f"(batch, length, {self.d_model})",
         )
-        if self.norm_first:
-            a = self.self_attn.forward(self.norm1.forward(x), key_padding_mask=key_padding_mask)
-            x = x + self.dropout1.forward(a)
-            return x + self.dropout2.forward(self.ff.forward(self.norm2.forward(x)))
-        a = self.self_attn.forward(x, key_padding_mask=key_padding_mask)
-        x = self.norm1.forward(x + self.dropout1.forward(a))
-        return self.norm2.forward(x + self.dropout2.forward(self.ff.forward(x)))
+        nf = self.norm_first
+
+        def self_attention(h: Any) -> Any:
+            return self.self_attn.forward(h, key_padding_mask=key_padding_mask)
+
+        x = residual_forward(x, self_attention, self.norm1, self.dropout1, nf)
+        return residual_forward(x, self.ff.forward, self.norm2, self.dropout2, nf)
 
     def backward(self, dout: Any) -> Any:
-        if self.norm_first:
-            # out = y + drop2(ff(norm2(y))),  y = x + drop1(attn(norm1(x)))
-            dy = dout + self.norm2.backward(self.ff.backward(self.dropout2.backward(dout)))
-            return dy + self.norm1.backward(self.self_attn.backward(self.dropout1.backward(dy)))
-        # out = norm2(h + drop2(ff(h))),  h = norm1(x + drop1(attn(x)))
-        d = self.norm2.backward(dout)
-        dh = d + self.ff.backward(self.dropout2.backward(d))
-        d = self.norm1.backward(dh)
-        return d + self.self_attn.backward(self.dropout1.backward(d))
+        """dout: (B, T, C) -> dx (B, T, C)."""
+        nf = self.norm_first
+        dh = residual_backward(dout, self.ff.backward, self.norm2, self.dropout2, nf)
+        return residual_backward(dh, self.self_attn.backward, self.norm1, self.dropout1, nf)
 
 
-class DecoderLayer(Module):
-    """Masked self-attention, cross-attention to the encoder output, and feed-forward.
+class DecoderLayer(_ResidualLayer):
+    """Masked self-attention, cross-attention to the encoder output, and feed-forward, each in
+    a residual and a LayerNorm (norm1..3, dropout1..3, as ``torch.nn.TransformerDecoderLayer``).
 
     Queries of the cross-attention come from the decoder, keys and values from the encoder
-    ``memory``. ``backward`` returns ``(dx, dmemory)``.
+    ``memory``. ``backward(dout)`` always returns the pair ``(dx, dmemory)``.
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        n_heads: int,
-        d_ff: int,
-        dropout: float = 0.1,
-        activation: str = "relu",
-        norm_first: bool = False,
-        layer_norm_eps: float = 1e-5,
-    ) -> None:
-        super().__init__()
-        self.norm_first = norm_first
-        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout, causal=True)
-        self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout)
-        self.ff = FeedForward(d_model, d_ff, activation, dropout)
-        self.d_model = self.self_attn.d_model
-        self.norm1 = LayerNorm(d_model, layer_norm_eps)
-        self.norm2 = LayerNorm(d_model, layer_norm_eps)
-        self.norm3 = LayerNorm(d_model, layer_norm_eps)
-        self.dropout1 = Dropout(dropout)
-        self.dropout2 = Dropout(dropout)
-        self.dropout3 = Dropout(dropout)
+    causal = True
+    cross_attention = True
+    norm3: LayerNorm
+    dropout3: Dropout
 
     def forward(
         self,
@@ -169,34 +185,29 @@ class DecoderLayer(Module):
                 f"{who}: decoder input {tuple(x.shape)} and encoder memory "
                 f"{tuple(memory.shape)} must be (batch, length, width) with the same batch size"
             )
-        sa, ca = self.self_attn, self.cross_attn
-        tgt_mask, mem_mask = tgt_key_padding_mask, memory_key_padding_mask
-        if self.norm_first:
-            s = sa.forward(self.norm1.forward(x), key_padding_mask=tgt_mask)
-            x = x + self.dropout1.forward(s)
-            c = ca.forward(self.norm2.forward(x), memory, key_padding_mask=mem_mask)
-            x = x + self.dropout2.forward(c)
-            return x + self.dropout3.forward(self.ff.forward(self.norm3.forward(x)))
-        x = self.norm1.forward(x + self.dropout1.forward(sa.forward(x, key_padding_mask=tgt_mask)))
-        c = ca.forward(x, memory, key_padding_mask=mem_mask)
-        x = self.norm2.forward(x + self.dropout2.forward(c))
-        return self.norm3.forward(x + self.dropout3.forward(self.ff.forward(x)))
+        nf = self.norm_first
+
+        def self_attention(h: Any) -> Any:
+            return self.self_attn.forward(h, key_padding_mask=tgt_key_padding_mask)
+
+        def cross_attention(h: Any) -> Any:
+            return self.cross_attn.forward(h, memory, key_padding_mask=memory_key_padding_mask)
+
+        x = residual_forward(x, self_attention, self.norm1, self.dropout1, nf)
+        x = residual_forward(x, cross_attention, self.norm2, self.dropout2, nf)
+        return residual_forward(x, self.ff.forward, self.norm3, self.dropout3, nf)
 
     def backward(self, dout: Any) -> tuple[Any, Any]:
-        if self.norm_first:
-            # out = z + drop3(ff(norm3(z))),  z = y + drop2(ca(norm2(y), mem)),
-            # y = x + drop1(sa(norm1(x)))
-            dz = dout + self.norm3.backward(self.ff.backward(self.dropout3.backward(dout)))
-            dq, dmem = self.cross_attn.backward(self.dropout2.backward(dz))
-            dy = dz + self.norm2.backward(dq)
-            dx = dy + self.norm1.backward(self.self_attn.backward(self.dropout1.backward(dy)))
-            return dx, dmem
-        # out = norm3(z + drop3(ff(z))),  z = norm2(y + drop2(ca(y, mem))),
-        # y = norm1(x + drop1(sa(x)))
-        d = self.norm3.backward(dout)
-        dz = d + self.ff.backward(self.dropout3.backward(d))
-        d = self.norm2.backward(dz)
-        dq, dmem = self.cross_attn.backward(self.dropout2.backward(d))
-        dy = d + dq
-        d = self.norm1.backward(dy)
-        return d + self.self_attn.backward(self.dropout1.backward(d)), dmem
+        """dout: (B, T, C) -> ``(dx, dmemory)``, (B, T, C) and (B, S, C)."""
+        nf = self.norm_first
+        dmemory = None
+
+        def cross_attention_backward(d: Any) -> Any:
+            nonlocal dmemory
+            dq, dmemory = self.cross_attn.backward(d)  # cross-attention: (dqueries, dmemory)
+            return dq
+
+        dz = residual_backward(dout, self.ff.backward, self.norm3, self.dropout3, nf)
+        dy = residual_backward(dz, cross_attention_backward, self.norm2, self.dropout2, nf)
+        dx = residual_backward(dy, self.self_attn.backward, self.norm1, self.dropout1, nf)
+        return dx, dmemory

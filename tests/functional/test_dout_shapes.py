@@ -140,7 +140,7 @@ def test_positional_backward_checks_batch_and_length_too() -> None:
     out, cache = forward_of("add_positional_backward")
     b, t, c = out.shape
     np.testing.assert_array_equal(
-        F.add_positional_backward(np.ones(out.shape, np.float32), cache), cache[0]
+        F.add_positional_backward(np.ones(out.shape, np.float32), cache), cache.scale
     )
     for shape in [(b + 1, t, c), (b, t + 1, c)]:
         with pytest.raises(ValueError, match=re.escape(

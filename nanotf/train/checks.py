@@ -1,0 +1,77 @@
+"""Checks of single values, each raising a ``ValueError`` that names the value, what is allowed
+and what was given: the one home of the number validators of training and the command line.
+
+>>> check_int("steps", 0, low=1)
+Traceback (most recent call last):
+ValueError: steps must be an integer >= 1, got 0
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "check_at_least",
+    "check_bool",
+    "check_choice",
+    "check_index",
+    "check_int",
+    "check_real",
+    "check_str",
+    "one_of",
+]
+
+
+def one_of(names: Sequence[str]) -> str:
+    """``"a, b or c"``: the allowed names, for an error message."""
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def check_int(name: str, value: Any, low: int) -> None:
+    """An integer (not a bool) ``>= low``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def check_real(name: str, value: Any, low: float, high: float | None = None) -> None:
+    """A finite number (not a bool) in ``[low, high]`` (``>= low`` when ``high`` is None)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if value < low or (high is not None and value > high):
+        allowed = f"[{low:g}, {high:g}]" if high is not None else f">= {low:g}"
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+def check_at_least(name: str, value: int, low: int) -> None:
+    """``value >= low`` (a number the user typed, already parsed as one)."""
+    if value < low:
+        raise ValueError(f"{name} must be at least {low}, got {value}")
+
+
+def check_index(name: str, value: int, n: int) -> None:
+    """``0 <= value < n``: an index into ``n`` things."""
+    if not 0 <= value < n:
+        raise ValueError(f"{name} must be in [0, {n}), got {value}")
+
+
+def check_str(name: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, got {type(value).__name__} {value!r}")
+
+
+def check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+
+
+def check_choice(what: str, value: str, allowed: Sequence[str], listed: bool = True) -> None:
+    """``value`` one of ``allowed``: ``unknown optimizer 'rmsprop'; expected one of adam, adamw,
+    sgd`` (``listed=False``: ``...; expected numpy or cupy``)."""
+    if value not in allowed:
+        names = f"one of {', '.join(allowed)}" if listed else one_of(allowed)
+        raise ValueError(f"unknown {what} {value!r}; expected {names}")

@@ -79,12 +79,18 @@ def _import_cupy() -> ModuleType:
     return cupy
 
 
-def set_backend(name: str) -> None:
-    """Choose where new arrays are made: ``"numpy"`` (CPU, default) or ``"cupy"`` (GPU)."""
+def module_for(name: str) -> ModuleType:
+    """The array module of backend ``name`` (``"numpy"`` or ``"cupy"``, any case): NumPy, or
+    CuPy after checking that it and a GPU can be used (``BackendUnavailableError`` if not)."""
     if not isinstance(name, str) or name.lower() not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}: expected one of {', '.join(BACKENDS)}")
+    return np if name.lower() == "numpy" else _import_cupy()
+
+
+def set_backend(name: str) -> None:
+    """Choose where new arrays are made: ``"numpy"`` (CPU, default) or ``"cupy"`` (GPU)."""
+    module = module_for(name)
     name = name.lower()
-    module = np if name == "numpy" else _import_cupy()
     _state["name"] = name
     _state["module"] = module
     _state["rng"] = module.random.default_rng(_state["seed"])

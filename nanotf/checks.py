@@ -11,6 +11,10 @@ the argument, as in ``"layernorm input"``):
 * ``check_axis``, ``check_nonempty_axis``: an axis exists, and an axis that an op reduces with a
   max or a mean (softmax's axis, the classes, LayerNorm's features, attention's keys) is not
   empty. Every other axis may be empty and gives an empty result, as in torch;
+* ``number_problem`` (with its halves ``is_number`` and ``range_problem``): the one home of the
+  number checks, "is this a number of the right kind in the right range", answered with the
+  exception to raise and the words; every family of number checks (here, in ``nanotf.nn``,
+  ``nanotf.optim``, ``nanotf.train``, ``nanotf.models``) wraps it with its own prefix;
 * ``check_int``, ``check_real``, ``check_float_dtype``: plain Python arguments (sizes, indices,
   probabilities, a dtype);
 * ``check_int_ids``: integer ids in range;
@@ -21,13 +25,14 @@ the argument, as in ``"layernorm input"``):
 * ``broadcast_shape``: the NumPy broadcast of two shapes (a mask against the scores).
 
 What an array is (``is_array``, ``is_torch_tensor``) lives in :mod:`nanotf.arrays`; the checks
-that know a module's sizes ("``Linear(4 -> 3)``: ...") are in :mod:`nanotf.nn._checks`.
+that know a module's sizes ("``Linear(4 -> 3)``: ...") are in :mod:`nanotf.nn.checks`.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -35,6 +40,7 @@ from .arrays import get_array_module, is_array, is_array_or_scalar, is_torch_ten
 
 __all__ = [
     "FLOAT_DTYPES",
+    "NumberProblem",
     "broadcast_shape",
     "check_array",
     "check_axis",
@@ -50,6 +56,9 @@ __all__ = [
     "check_same_dtype",
     "describe",
     "given",
+    "is_number",
+    "number_problem",
+    "range_problem",
     "type_name",
 ]
 
@@ -161,20 +170,113 @@ def check_nonempty_axis(name: str, x: Any, axis: int, what: str) -> None:
         )
 
 
+class NumberProblem(NamedTuple):
+    """What is wrong with a number: the exception to raise, a tag, and the words.
+
+    ``reason`` is ``"type"`` (not a number of the right kind: raise ``error`` = ``TypeError``),
+    ``"finite"`` (NaN or an infinity) or ``"range"`` (outside the interval); the last two have
+    ``error`` = ``ValueError``. ``words`` says it in this module's style (``"must be an
+    integer"``, ``"must be at least 1"``, ``"must be in [0, 1]"``); a family of checks that words
+    its messages its own way picks its sentence by ``reason``.
+    """
+
+    error: type[Exception]
+    reason: str
+    words: str
+
+
+def is_number(
+    value: Any,
+    *,
+    integer: bool,
+    types: tuple[type, ...] | None = None,
+    bool_ok: bool = False,
+) -> bool:
+    """``value`` is a number of the right kind: an integer (``numbers.Integral``: Python and
+    NumPy integers) or a real number (``numbers.Real``), or an instance of ``types`` where given.
+
+    A bool is not a number here (``True`` is an ``int`` to Python, but ``Linear(True, 3)`` is a
+    mistake) unless ``bool_ok``.
+    """
+    kinds = types if types is not None else (numbers.Integral if integer else numbers.Real,)
+    if not isinstance(value, kinds):
+        return False
+    return bool_ok or not isinstance(value, (bool, np.bool_))
+
+
+def range_problem(
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    finite: bool = False,
+) -> NumberProblem | None:
+    """What is wrong with the number ``value``'s size, or None: it must be finite (where
+    ``finite``) and lie in the interval from ``low`` to ``high`` (each end closed unless
+    ``*_open``; None = no bound). NaN lies in no interval."""
+    if finite and not math.isfinite(value):
+        return NumberProblem(ValueError, "finite", "must be finite")
+    below = low is not None and not (value > low if low_open else value >= low)
+    above = high is not None and not (value < high if high_open else value <= high)
+    if not (below or above):
+        return None
+    if high is None:
+        words = f"must be {'greater than' if low_open else 'at least'} {low}"
+    elif low is None:
+        words = f"must be {'less than' if high_open else 'at most'} {high}"
+    else:
+        left, right = "(" if low_open else "[", ")" if high_open else "]"
+        words = f"must be in {left}{low}, {high}{right}"
+    return NumberProblem(ValueError, "range", words)
+
+
+def number_problem(
+    value: Any,
+    *,
+    integer: bool,
+    types: tuple[type, ...] | None = None,
+    bool_ok: bool = False,
+    **size: Any,
+) -> NumberProblem | None:
+    """What is wrong with ``value`` as a number, or None where nothing is: the one home of the
+    number checks; every family of checks (ops, modules, optimizers, training, configs) asks it
+    and adds its own prefix and words.
+
+    First the kind (:func:`is_number` with ``integer``, ``types``, ``bool_ok``), then the size
+    (:func:`range_problem` with the keywords in ``size``: ``low``, ``high``, ``low_open``,
+    ``high_open``, ``finite``).
+
+    >>> number_problem(0, integer=True, low=1).words
+    'must be at least 1'
+    >>> number_problem(True, integer=True).words
+    'must be an integer'
+    """
+    if not is_number(value, integer=integer, types=types, bool_ok=bool_ok):
+        kind = "an integer" if integer else "a real number"
+        return NumberProblem(TypeError, "type", f"must be {kind}")
+    return range_problem(value, **size)
+
+
 def check_int(name: str, value: Any, low: int | None = None) -> None:
     """``value`` is a Python or NumPy integer (not a bool), at least ``low``."""
-    if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if low is not None and value < low:
-        raise ValueError(f"{name} must be at least {low}, got {value}")
+    problem = number_problem(value, integer=True, low=low)
+    if problem is not None:
+        got = repr(value) if problem.reason == "type" else str(value)
+        raise problem.error(f"{name} {problem.words}, got {got}")
 
 
 def check_real(name: str, value: Any, low: float | None = None, high: float | None = None) -> None:
-    """``value`` is a real number (not a bool), in ``[low, high]`` where given (NaN is not)."""
-    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    if low is not None and high is not None and not low <= value <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+    """``value`` is a real number (not a bool), in ``[low, high]`` where both are given (NaN is
+    not)."""
+    bounded = low is not None and high is not None
+    problem = number_problem(
+        value, integer=False, low=low if bounded else None, high=high if bounded else None
+    )
+    if problem is not None:
+        got = repr(value) if problem.reason == "type" else str(value)
+        raise problem.error(f"{name} {problem.words}, got {got}")
 
 
 def check_int_ids(name: str, ids: Any, high: int, allowed_extra: int | None = None) -> None:

@@ -125,14 +125,14 @@ errors = gradcheck(layernorm_forward, layernorm_backward, {"x": x, "gamma": gamm
 print({name: f"{err:.1e}" for name, err in errors.items()})
 assert max(errors.values()) < 1e-9
 
-xhat = cache[0]
+xhat = cache.xhat  # the cache is a NamedTuple: LayerNormCache(xhat, rstd, gamma)
 ortho_ones = np.abs(dx.sum(axis=-1)).max() / np.abs(dx).max()
 print(f"dx · 1 = {ortho_ones:.1e} (relative to max |dx|)")
 assert ortho_ones < 1e-12
 
 out0, cache0 = layernorm_forward(x, gamma, beta, eps=0.0)  # the same, with ε = 0
 dx0 = layernorm_backward(dout, cache0)[0]
-xhat0 = cache0[0]
+xhat0 = cache0.xhat
 ortho_xhat = np.abs((dx0 * xhat0).sum(axis=-1)).max() / np.abs(dx0).max()
 with_eps = np.abs((dx * xhat).sum(axis=-1)).max() / np.abs(dx).max()
 print(f"dx · x̂ = {ortho_xhat:.1e} with ε = 0, {with_eps:.1e} with ε = 1e-5")

@@ -23,8 +23,8 @@
 # predict the attention of the *copy* task, and a copy model trained on the spot shows it.
 #
 # **Read first:** notebooks 5 (the model and teacher forcing), 6 (the loss and its floor) and 7
-# (Adam and the schedule); `nanotf/train.py` (its module docstring is one training step) and
-# `nanotf/decode.py`.
+# (Adam and the schedule); `nanotf/train/__init__.py` (its module docstring is one training
+# step) and `nanotf/decode.py`.
 #
 # **Runs in:** about 20 seconds on a 2-core CPU, nearly all of it training.
 

@@ -200,7 +200,7 @@ class BertAttention(Module):
         out = self.output
 
         def attention_backward(d: Any) -> Any:
-            return self.self.backward(out.dense.backward(d))
+            return self.self.backward(out.dense.backward(d)).dx
 
         return residual_backward(
             dout, attention_backward, out.LayerNorm, out.dropout, self.norm_first

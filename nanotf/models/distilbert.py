@@ -141,7 +141,9 @@ class TransformerBlock(Module):
     def backward(self, dout: Any) -> Any:
         """dout: (B, T, dim) -> dx (B, T, dim)."""
         da = residual_backward(dout, self.ffn.backward, self.output_layer_norm, None, False)
-        return residual_backward(da, self.attention.backward, self.sa_layer_norm, None, False)
+        return residual_backward(
+            da, lambda d: self.attention.backward(d).dx, self.sa_layer_norm, None, False
+        )
 
 
 class DistilBertTransformer(LayerStack):

@@ -9,10 +9,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..backend import get_array_module
-from ..functional._checks import check_int_ids
+from ..checks import check_int_ids, number_problem
 from ..nn import Embedding, LayerNorm, Linear, Module
 from ..nn import init as nn_init
-from ..nn._checks import check_array, check_mask, describe, is_array
+from ..nn.checks import check_array, check_mask, describe, is_array
 from ..nn.layers import ACTIVATIONS
 
 __all__ = [
@@ -48,13 +48,19 @@ def check_activation(name: Any, key: str, model: str) -> str:
 
 
 def check_positive(value: Any, key: str, model: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    """A config size: a Python int (not a bool, not a NumPy integer: JSON gives ints) >= 1."""
+    if number_problem(value, integer=True, low=1, types=(int,)) is not None:
         raise ValueError(f"{model} config {key} must be a positive integer, got {value!r}")
     return value
 
 
 def check_probability(value: Any, key: str, model: str) -> float:
-    if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+    """A config probability: a Python int or float in [0, 1] (as JSON gives it; a bool passes,
+    as it always has here), as a float."""
+    problem = number_problem(
+        value, integer=False, low=0.0, high=1.0, types=(int, float), bool_ok=True
+    )
+    if problem is not None:
         raise ValueError(f"{model} config {key} must be a probability in [0, 1], got {value!r}")
     return float(value)
 

@@ -29,13 +29,13 @@ import numbers
 from typing import Any
 
 from ..backend import get_array_module
+from ..checks import check_int_ids
 from ..functional import (
     add_positional_backward,
     add_positional_forward,
     embedding_backward,
     embedding_forward,
 )
-from ..functional._checks import check_int_ids
 from ..nn import (
     DecoderLayer,
     Dropout,
@@ -48,7 +48,7 @@ from ..nn import (
     PositionalEncoding,
     init,
 )
-from ..nn._checks import (
+from ..nn.checks import (
     check_array,
     check_float_input,
     check_positive_int,

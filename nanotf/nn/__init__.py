@@ -1,6 +1,6 @@
 """Modules: parameters, layers and the Transformer's blocks, each with forward and backward."""
 
-from .attention import MultiHeadAttention
+from .attention import AttentionGrads, MultiHeadAttention
 from .blocks import LayerStack, TokenEmbeddings, residual_backward, residual_forward
 from .layers import Activation, Dropout, Embedding, LayerNorm, Linear, PositionalEncoding
 from .module import Module, ModuleList
@@ -9,6 +9,7 @@ from .transformer_layers import DecoderLayer, EncoderLayer, FeedForward
 
 __all__ = [
     "Activation",
+    "AttentionGrads",
     "DecoderLayer",
     "Dropout",
     "Embedding",

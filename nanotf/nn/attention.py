@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..checks import broadcast_shape
 from ..functional import (
@@ -12,7 +12,7 @@ from ..functional import (
     padding_mask,
     split_heads,
 )
-from ._checks import (
+from .checks import (
     check_array,
     check_float_input,
     check_mask,
@@ -38,6 +38,15 @@ def key_padding_to_mask(
         like,
     )
     return padding_mask(key_padding_mask != 0)  # != 0: a 0/1 float mask becomes boolean
+
+
+class AttentionGrads(NamedTuple):
+    """What ``MultiHeadAttention.backward`` returns: ``dx`` (B, T, C), the gradient of the
+    queries' input, and ``dmemory`` (B, S, C), the gradient of the memory the keys and values
+    came from in cross-attention (None for self-attention)."""
+
+    dx: Any
+    dmemory: Any
 
 
 class MultiHeadAttention(Module):
@@ -143,8 +152,10 @@ class MultiHeadAttention(Module):
             out = self._proj(3).forward(out)
         return out
 
-    def backward(self, dout: Any) -> Any:
-        """Returns dx for self-attention, ``(dx, dmemory)`` for cross-attention."""
+    def backward(self, dout: Any) -> AttentionGrads:
+        """dout: (B, T, C) -> ``AttentionGrads(dx, dmemory)``, always: the gradient of the queries'
+        input x and of the memory; ``dmemory`` is None after a self-attention forward, whose
+        keys and values came from x (their gradient is already added into dx)."""
         if self._names[3] is not None:
             dout = self._proj(3).backward(dout)
         grads: dict[str, Any] = {}  # dL/dprobs and dL/dscores, kept for inspection
@@ -154,9 +165,9 @@ class MultiHeadAttention(Module):
         dkv = self._proj(1).backward(merge_heads(dk))
         dkv += self._proj(2).backward(merge_heads(dv))
         if self._cross:
-            return dx, dkv
+            return AttentionGrads(dx, dkv)
         dx += dkv
-        return dx
+        return AttentionGrads(dx, None)
 
     def _extra_repr(self) -> str:
         return f"d_model={self.d_model}, n_heads={self.n_heads}, causal={self.causal}"

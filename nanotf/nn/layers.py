@@ -29,7 +29,7 @@ from ..functional import (
     sinusoidal_encoding,
 )
 from . import init
-from ._checks import (
+from .checks import (
     check_float_input,
     check_ids,
     check_positive_int,

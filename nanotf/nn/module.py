@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import BACKENDS, _import_cupy, get_array_module, to_numpy
-from ._checks import check_array, describe
+from ..backend import BACKENDS, get_array_module, module_for, to_numpy
+from .checks import check_array, describe
 from .parameter import Parameter
 
 
@@ -107,11 +107,12 @@ def _target_of(backend: Any, dtype: Any) -> tuple[ModuleType | None, np.dtype | 
         backend, dtype = None, backend  # model.to(np.float64), model.to("float64")
     target = backend
     if is_name:
-        target = np if backend.lower() == "numpy" else _import_cupy()
+        target = module_for(backend)
     if dtype is not None:
-        if not _is_dtype(dtype) or np.dtype(dtype).kind != "f":
+        if not _is_dtype(dtype) or np.dtype(dtype).name not in ("float32", "float64"):
             raise ValueError(
-                f"Module.to: expected a floating dtype (float16, float32, float64), got {dtype!r}"
+                f"Module.to: expected a floating dtype the ops take (float32 or float64), "
+                f"got {dtype!r}"
             )
         dtype = np.dtype(dtype)
     return target, dtype

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._checks import check_float_input
 from .attention import MultiHeadAttention
 from .blocks import residual_backward, residual_forward
+from .checks import check_float_input
 from .layers import Activation, Dropout, LayerNorm, Linear
 from .module import Module
 
@@ -114,6 +114,10 @@ class _ResidualLayer(Module):
         for i in range(1, n_sublayers + 1):  # dropout1, dropout2[, dropout3]
             setattr(self, f"dropout{i}", Dropout(dropout))
 
+    def _self_attention_backward(self, dout: Any) -> Any:
+        """The self-attention's dx (its keys and values come from x: no memory gradient)."""
+        return self.self_attn.backward(dout).dx
+
 
 class EncoderLayer(_ResidualLayer):
     """Self-attention and feed-forward, each wrapped in a residual and a LayerNorm
@@ -149,7 +153,7 @@ class EncoderLayer(_ResidualLayer):
         """dout: (B, T, C) -> dx (B, T, C)."""
         nf = self.norm_first
         dh = residual_backward(dout, self.ff.backward, self.norm2, self.dropout2, nf)
-        return residual_backward(dh, self.self_attn.backward, self.norm1, self.dropout1, nf)
+        return residual_backward(dh, self._self_attention_backward, self.norm1, self.dropout1, nf)
 
 
 class DecoderLayer(_ResidualLayer):
@@ -209,5 +213,5 @@ class DecoderLayer(_ResidualLayer):
 
         dz = residual_backward(dout, self.ff.backward, self.norm3, self.dropout3, nf)
         dy = residual_backward(dz, cross_attention_backward, self.norm2, self.dropout2, nf)
-        dx = residual_backward(dy, self.self_attn.backward, self.norm1, self.dropout1, nf)
+        dx = residual_backward(dy, self._self_attention_backward, self.norm1, self.dropout1, nf)
         return dx, dmemory

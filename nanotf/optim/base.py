@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import get_array_module, to_numpy
-from ..nn._checks import describe, is_array
+from ..nn.checks import describe, is_array
 from ..nn.parameter import Parameter
 from .checks import as_int, as_param_list, as_real
 

@@ -7,11 +7,11 @@ counts as its number, since checkpoints read back from ``.npz`` files hold numbe
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ..checks import is_number, number_problem, range_problem
 from ..nn.parameter import Parameter
 
 __all__ = ["as_flag", "as_int", "as_param_list", "as_real"]
@@ -37,27 +37,24 @@ def as_real(
     value = _unwrap_0d(value)
     left = "(-inf" if low is None else f"{'(' if low_open else '['}{low:g}"
     right = "inf)" if high is None else f"{high:g}{')' if high_open else ']'}"
-    interval = f"{left}, {right}"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a real number in {interval}, got {value!r}")
-    v = float(value)
-    bad = (
-        not math.isfinite(v)
-        or (low is not None and (v < low or (low_open and v == low)))
-        or (high is not None and (v > high or (high_open and v == high)))
+    message = f"{name}: expected a real number in {left}, {right}, got {value!r}"
+    if not is_number(value, integer=False):
+        raise TypeError(message)
+    v = float(value)  # the interval is checked on the float the optimizer will use
+    problem = range_problem(
+        v, low=low, high=high, low_open=low_open, high_open=high_open, finite=True
     )
-    if bad:
-        raise ValueError(f"{name}: expected a real number in {interval}, got {value!r}")
+    if problem is not None:
+        raise ValueError(message)
     return v
 
 
 def as_int(name: str, value: Any, *, low: int) -> int:
     """``value`` as a Python int, checked to be ``>= low``."""
     value = _unwrap_0d(value)
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected an integer >= {low}, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+    problem = number_problem(value, integer=True, low=low)
+    if problem is not None:
+        raise problem.error(f"{name}: expected an integer >= {low}, got {value!r}")
     return int(value)
 
 

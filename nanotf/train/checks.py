@@ -1,5 +1,6 @@
 """Checks of single values, each raising a ``ValueError`` that names the value, what is allowed
-and what was given: the one home of the number validators of training and the command line.
+and what was given: the number checks of training and the command line, each in its own words
+around the one home of the logic, :func:`nanotf.checks.number_problem`.
 
 >>> check_int("steps", 0, low=1)
 Traceback (most recent call last):
@@ -8,11 +9,12 @@ ValueError: steps must be an integer >= 1, got 0
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from ..checks import number_problem
 
 __all__ = [
     "check_at_least",
@@ -33,16 +35,20 @@ def one_of(names: Sequence[str]) -> str:
 
 
 def check_int(name: str, value: Any, low: int) -> None:
-    """An integer (not a bool) ``>= low``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+    """A Python or NumPy integer (not a bool) ``>= low``."""
+    if number_problem(value, integer=True, low=low, types=(int, np.integer)) is not None:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 def check_real(name: str, value: Any, low: float, high: float | None = None) -> None:
-    """A finite number (not a bool) in ``[low, high]`` (``>= low`` when ``high`` is None)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    """A finite Python number (an int or a float, not a bool) in ``[low, high]`` (``>= low``
+    when ``high`` is None)."""
+    problem = number_problem(
+        value, integer=False, low=low, high=high, finite=True, types=(int, float)
+    )
+    if problem is not None and problem.reason != "range":
         raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if value < low or (high is not None and value > high):
+    if problem is not None:
         allowed = f"[{low:g}, {high:g}]" if high is not None else f">= {low:g}"
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
 

@@ -250,11 +250,11 @@ def test_attention_against_torch(model_dtype, kind):
     check(out, out_t, out_tol, "attention out")
     check(mha.intermediate("probs"), w_t, out_tol, "attention probs")
     compare_param_grads(mha, ref, C, grad_tol)
+    dx, dmem = grads  # always AttentionGrads(dx, dmemory)
     if kind == "cross":
-        dx, dmem = grads
         check(dmem, mt.grad, grad_tol, "attention dmemory")
     else:
-        dx = grads
+        assert dmem is None  # self-attention: keys and values came from x
     check(dx, xt.grad, grad_tol, "attention dx")
 
 

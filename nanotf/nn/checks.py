@@ -11,14 +11,12 @@ given value is described (``describe``) are shared with the ops, in :mod:`nanotf
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any
 
 import numpy as np
 
 from ..arrays import get_array_module, is_array, is_torch_tensor
-from ..checks import describe, type_name
+from ..checks import describe, number_problem, type_name
 
 __all__ = [
     "check_array",
@@ -121,18 +119,18 @@ def check_mask(
 
 
 def check_positive_int(who: str, name: str, value: Any, low: int = 1) -> int:
-    """A size: an integer ``>= low`` (not a bool, not a float such as 4.0)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{who}: {name} must be an integer >= {low}, got {value!r}")
-    if value < low:
-        raise ValueError(f"{who}: {name} must be an integer >= {low}, got {value!r}")
+    """A size: an integer ``>= low`` (not a bool, not a float such as 4.0), as a Python int."""
+    problem = number_problem(value, integer=True, low=low)
+    if problem is not None:
+        raise problem.error(f"{who}: {name} must be an integer >= {low}, got {value!r}")
     return int(value)
 
 
 def check_probability(who: str, name: str, value: Any) -> float:
-    """A probability: a real number in [0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    """A probability: a finite real number in [0, 1], as a Python float."""
+    problem = number_problem(value, integer=False, low=0.0, high=1.0, finite=True)
+    if problem is not None and problem.reason == "type":
         raise TypeError(f"{who}: {name} must be a real number in [0, 1], got {value!r}")
-    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+    if problem is not None:
         raise ValueError(f"{who}: {name} must be in [0, 1], got {value!r}")
     return float(value)

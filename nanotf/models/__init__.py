@@ -3,4 +3,7 @@ from .bert import BertForMaskedLM as BertForMaskedLM
 from .bert import BertModel as BertModel
 from .distilbert import DistilBertConfig as DistilBertConfig
 from .distilbert import DistilBertModel as DistilBertModel
+from .gpt2 import GPT2Config as GPT2Config
+from .gpt2 import GPT2LMHeadModel as GPT2LMHeadModel
+from .gpt2 import GPT2Model as GPT2Model
 from .transformer import Transformer as Transformer

@@ -1,0 +1,429 @@
+"""GPT-2: ``GPT2Model`` (the decoder stack) and ``GPT2LMHeadModel``, with Hugging Face's names.
+
+The module tree, every parameter name and every layout are those of
+``transformers.GPT2LMHeadModel``, so a Hugging Face GPT-2 state dict loads as it is::
+
+    model = GPT2LMHeadModel.from_config(hf_model.config.to_dict())
+    model.load_state_dict({k: v.numpy() for k, v in hf_model.state_dict().items()})
+
+GPT-2's projections are ``Conv1D``s: the weight is stored (in, out) and used as ``x @ W + b``
+(the transpose of ``Linear``), so ``attn.c_attn.weight`` is (C, 3C), its columns the query, key
+and value projections side by side. One block (``transformer.h.N``), pre-LN::
+
+    a   = x + attn.resid_dropout(attn.c_proj(attention(ln_1(x))))      # causal self-attention
+    out = a + mlp.dropout(mlp.c_proj(act(mlp.c_fc(ln_2(a)))))
+
+and the model::
+
+    h      = drop(wte[ids] + wpe[0..T-1])
+    h      = ln_f(h.N(... h.0(h)))
+    logits = h @ wte.T                                                # lm_head, tied to wte
+
+Positions are 0..T-1 for every row, padded or not, as Hugging Face 5.x computes them when no
+``position_ids`` are given (it does not shift them by the padding): so pad at the end (right
+padding) and the real tokens sit at the positions they had in training. ``attention_mask``
+(B, T), 1 for real tokens, only hides the padded keys.
+
+Every gradient visible, after a forward and a backward::
+
+    model.intermediate("transformer.h.0.attn.probs")            # (B, H, T, T), causal
+    model.intermediate_grad("transformer.h.0.mlp.pre_activation")  # (B, T, n_inner)
+    model.intermediate("transformer.ln_f.xhat")
+
+The attention (``GPT2Attention``) runs the functional ops itself (``split_heads``,
+``attention_forward`` with ``causal=True``, whose mask is aligned to the bottom right), so keys
+and values cached from earlier steps can later be put in front of this step's keys and values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+from ..backend import get_array_module
+from ..functional import attention_backward, attention_forward, merge_heads, split_heads
+from ..nn import (
+    Activation,
+    Dropout,
+    Embedding,
+    LayerNorm,
+    Linear,
+    Module,
+    ModuleList,
+    Parameter,
+    residual_backward,
+    residual_forward,
+)
+from ..nn import init as nn_init
+from ..nn.attention import key_padding_to_mask
+from ..nn.checks import check_float_input, check_positive_int, is_array
+from .huggingface import (
+    check_activation,
+    check_model_inputs,
+    check_positive,
+    check_probability,
+    config_value,
+    init_like_hf,
+)
+
+__all__ = ["Conv1D", "GPT2Config", "GPT2LMHeadModel", "GPT2Model"]
+
+
+@dataclass(frozen=True)
+class GPT2Config:
+    """The hyper-parameters nanotf reads from a ``transformers.GPT2Config(...).to_dict()``."""
+
+    vocab_size: int
+    n_positions: int
+    n_embd: int
+    n_layer: int
+    n_head: int
+    n_inner: int | None  # None: 4 * n_embd
+    activation_function: str
+    resid_pdrop: float
+    embd_pdrop: float
+    attn_pdrop: float
+    layer_norm_epsilon: float
+    initializer_range: float
+    scale_attn_weights: bool = True
+    scale_attn_by_inverse_layer_idx: bool = False
+    tie_word_embeddings: bool = True
+
+    @property
+    def inner_dim(self) -> int:
+        return 4 * self.n_embd if self.n_inner is None else self.n_inner
+
+    @classmethod
+    def from_dict(cls, cfg: dict[str, Any]) -> GPT2Config:
+        """Read and check the keys; unsupported Hugging Face options are a clear error."""
+        if not isinstance(cfg, dict):
+            raise TypeError(f"GPT-2 config must be a dict (GPT2Config.to_dict()), got {type(cfg)}")
+        m = "GPT-2"
+        optional = {"scale_attn_weights", "scale_attn_by_inverse_layer_idx", "tie_word_embeddings"}
+        values = {
+            f.name: config_value(cfg, f.name, m) for f in fields(cls) if f.name not in optional
+        }
+        for key in optional:
+            if key in cfg:
+                values[key] = bool(cfg[key])
+        if cfg.get("add_cross_attention"):
+            raise ValueError(
+                f"{m} config add_cross_attention=True is not supported (nanotf's GPT-2 is a "
+                "decoder-only language model; expected False)"
+            )
+        for key in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
+            check_positive(values[key], key, m)
+        if values["n_inner"] is not None:
+            check_positive(values["n_inner"], "n_inner", m)
+        if values["n_embd"] % values["n_head"]:
+            raise ValueError(
+                f"{m} config n_embd={values['n_embd']} is not divisible by "
+                f"n_head={values['n_head']}"
+            )
+        check_activation(values["activation_function"], "activation_function", m)
+        for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
+            values[key] = check_probability(values[key], key, m)
+        eps = values["layer_norm_epsilon"]
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+            raise ValueError(
+                f"{m} config layer_norm_epsilon must be a positive number, got {eps!r}"
+            )
+        # reorder_and_upcast_attn changes only the order of the scaling and a float32 upcast
+        # under mixed precision: the same function in float32 and float64, accepted as is
+        return cls(**values)
+
+
+# -- the modules, in Hugging Face's tree --------------------------------------------------------
+
+
+class Conv1D(Module):
+    """GPT-2's projection: ``y = x @ W + b`` with W stored (in_features, out_features).
+
+    The transpose of ``Linear``'s layout, kept so that GPT-2 checkpoints load as they are.
+    Backward (x flattened to (N, in)): ``dx = dout Wᵀ``, ``dW = xᵀ dout``, ``db = Σ dout``.
+    """
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        in_features = check_positive_int("Conv1D", "in_features", in_features)
+        out_features = check_positive_int("Conv1D", "out_features", out_features)
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = Parameter(nn_init.normal((in_features, out_features), 0.02))
+        self.bias = Parameter(nn_init.zeros((out_features,)))
+        self._x: Any = None
+
+    def forward(self, x: Any) -> Any:
+        """x: (..., in_features) -> (..., out_features)."""
+        n_in, n_out = self.in_features, self.out_features
+        check_float_input(
+            f"Conv1D({n_in} -> {n_out})",
+            "input",
+            x,
+            like=self.weight.data,
+            min_ndim=1,
+            last_dim=n_in,
+            layout=f"(..., {n_in})",
+        )
+        self._x = x
+        x2 = x.reshape(-1, n_in)  # (N, in): one 2-D GEMM
+        out = x2 @ self.weight.data  # (N, out)
+        out += self.bias.data
+        return out.reshape(*x.shape[:-1], n_out)
+
+    def backward(self, dout: Any) -> Any:
+        x = self._x
+        n_in, n_out = self.in_features, self.out_features
+        d2 = dout.reshape(-1, n_out)  # (N, out)
+        self.accumulate(self.weight, x.reshape(-1, n_in).T @ d2)  # (in, N) @ (N, out)
+        self.accumulate(self.bias, d2.sum(axis=0))
+        return (d2 @ self.weight.data.T).reshape(x.shape)  # (N, out) @ (out, in)
+
+    def _extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}"
+
+
+class GPT2Attention(Module):
+    """Causal self-attention: ``c_attn`` (C -> 3C: q, k, v), the heads, ``c_proj``, dropout.
+
+    ``forward(x, attention_mask=None)``: x (B, T, C) -> (B, T, C); ``attention_mask`` (B, T) is
+    1/True for the keys that may be attended (real tokens). Scores are scaled by 1/√head_dim
+    (``scale_attn_weights``) and by 1/(layer index + 1) with ``scale_attn_by_inverse_layer_idx``.
+    Saves ``scores`` and ``probs`` (B, H, T, T) and their gradients.
+    """
+
+    def __init__(self, c: GPT2Config, layer_idx: int) -> None:
+        super().__init__()
+        self.n_embd, self.n_head = c.n_embd, c.n_head
+        self.head_dim = c.n_embd // c.n_head
+        scale = 1.0 / math.sqrt(self.head_dim) if c.scale_attn_weights else 1.0
+        if c.scale_attn_by_inverse_layer_idx:
+            scale /= float(layer_idx + 1)
+        self.scale = scale
+        self.attn_pdrop = c.attn_pdrop  # dropout on the probabilities, inside the attention op
+        self.c_attn = Conv1D(c.n_embd, 3 * c.n_embd)
+        self.c_proj = Conv1D(c.n_embd, c.n_embd)
+        self.resid_dropout = Dropout(c.resid_pdrop)
+        self._cache: Any = None
+
+    def forward(self, x: Any, attention_mask: Any = None) -> Any:
+        b, t, c = x.shape
+        mask = None
+        if attention_mask is not None:  # (B, Tk) -> (B, 1, 1, Tk), combined with the causal one
+            like = self.c_proj.weight.data
+            mask = key_padding_to_mask(attention_mask, b, t, "GPT2Attention", like)
+        qkv = self.c_attn.forward(x)  # (B, T, 3C)
+        q = split_heads(qkv[..., :c], self.n_head)  # (B, H, T, D)
+        k = split_heads(qkv[..., c : 2 * c], self.n_head)  # (B, H, T, D)
+        v = split_heads(qkv[..., 2 * c :], self.n_head)  # (B, H, T, D)
+        out, self._cache = attention_forward(
+            q,
+            k,
+            v,
+            mask=mask,
+            causal=True,
+            dropout_p=self.attn_pdrop,
+            training=self.training,
+            scale=self.scale,
+        )
+        self.save(scores=self._cache.scores, probs=self._cache.probs)
+        out = self.c_proj.forward(merge_heads(out))  # (B, T, C)
+        return self.resid_dropout.forward(out)
+
+    def backward(self, dout: Any) -> Any:
+        d = self.c_proj.backward(self.resid_dropout.backward(dout))  # (B, T, C)
+        grads: dict[str, Any] = {}
+        dq, dk, dv = attention_backward(split_heads(d, self.n_head), self._cache, grads)
+        self.save_grad(**grads)
+        xp = get_array_module(d)
+        dqkv = xp.concatenate([merge_heads(dq), merge_heads(dk), merge_heads(dv)], axis=-1)
+        return self.c_attn.backward(dqkv)  # (B, T, C)
+
+    def _extra_repr(self) -> str:
+        return f"n_embd={self.n_embd}, n_head={self.n_head}, causal=True"
+
+
+class GPT2MLP(Module):
+    """``dropout(c_proj(act(c_fc(x))))``: C -> n_inner -> C. Saves ``pre_activation``."""
+
+    def __init__(self, c: GPT2Config) -> None:
+        super().__init__()
+        self.c_fc = Conv1D(c.n_embd, c.inner_dim)
+        self.c_proj = Conv1D(c.inner_dim, c.n_embd)
+        self.act = Activation(c.activation_function)
+        self.dropout = Dropout(c.resid_pdrop)
+
+    def forward(self, x: Any) -> Any:
+        pre = self.c_fc.forward(x)  # (B, T, n_inner)
+        self.save(pre_activation=pre)
+        return self.dropout.forward(self.c_proj.forward(self.act.forward(pre)))
+
+    def backward(self, dout: Any) -> Any:
+        dpre = self.act.backward(self.c_proj.backward(self.dropout.backward(dout)))
+        self.save_grad(pre_activation=dpre)
+        return self.c_fc.backward(dpre)
+
+
+class GPT2Block(Module):
+    """``a = x + attn(ln_1(x))``, ``out = a + mlp(ln_2(a))`` (the dropouts sit inside attn and
+    mlp, as in Hugging Face)."""
+
+    def __init__(self, c: GPT2Config, layer_idx: int) -> None:
+        super().__init__()
+        self.ln_1 = LayerNorm(c.n_embd, c.layer_norm_epsilon)
+        self.attn = GPT2Attention(c, layer_idx)
+        self.ln_2 = LayerNorm(c.n_embd, c.layer_norm_epsilon)
+        self.mlp = GPT2MLP(c)
+
+    def forward(self, x: Any, attention_mask: Any = None) -> Any:
+        """x: (B, T, C) -> (B, T, C)."""
+        a = residual_forward(
+            x, lambda h: self.attn.forward(h, attention_mask), self.ln_1, None, True
+        )
+        return residual_forward(a, self.mlp.forward, self.ln_2, None, True)
+
+    def backward(self, dout: Any) -> Any:
+        da = residual_backward(dout, self.mlp.backward, self.ln_2, None, True)
+        return residual_backward(da, self.attn.backward, self.ln_1, None, True)
+
+
+def _init_gpt2(model: Module, c: GPT2Config) -> None:
+    """Hugging Face's GPT-2 initialisation: Linear, Conv1D and Embedding weights N(0, std²),
+    biases 0, LayerNorms 1 and 0, and the residual projections (``c_proj``) N(0, std²/(2 n_layer))
+    (GPT-2's scaled initialisation)."""
+    std = c.initializer_range
+    init_like_hf(model, std)
+    for name, m in model.named_modules():
+        if isinstance(m, Conv1D):
+            scaled = name.endswith("c_proj")
+            nn_init.normal_(m.weight, std / math.sqrt(2 * c.n_layer) if scaled else std)
+            m.bias.data[...] = 0
+
+
+class GPT2Model(Module):
+    """The decoder stack: ``wte``, ``wpe``, ``drop``, ``h.0 .. h.N-1``, ``ln_f``.
+
+    ``forward(input_ids, attention_mask=None)`` -> hidden states (B, T, C), after ``ln_f``.
+    Positions are 0..T-1 (see the module docstring on padding); ``backward(dhidden)`` adds into
+    every ``Parameter.grad`` and returns None.
+    """
+
+    def __init__(self, config: GPT2Config) -> None:
+        super().__init__()
+        c = self.config = config
+        self.wte = Embedding(c.vocab_size, c.n_embd)
+        self.wpe = Embedding(c.n_positions, c.n_embd)
+        self.drop = Dropout(c.embd_pdrop)
+        self.h = ModuleList([GPT2Block(c, i) for i in range(c.n_layer)])
+        self.ln_f = LayerNorm(c.n_embd, c.layer_norm_epsilon)
+        _init_gpt2(self, c)
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> GPT2Model:
+        """Build from ``transformers.GPT2Config(...).to_dict()``."""
+        return cls(GPT2Config.from_dict(cfg))
+
+    def forward(self, input_ids: Any, attention_mask: Any = None) -> Any:
+        c = self.config
+        like = self.wte.weight.data
+        if is_array(input_ids) and input_ids.ndim == 2 and input_ids.shape[1] > c.n_positions:
+            raise ValueError(
+                f"GPT-2: sequence length {input_ids.shape[1]} is longer than the position table "
+                f"(n_positions={c.n_positions}): a prompt longer than the position table cannot "
+                f"be embedded; give at most {c.n_positions} tokens"
+            )
+        check_model_inputs("GPT-2", input_ids, attention_mask, c.vocab_size, c.n_positions, like)
+        t = input_ids.shape[1]
+        xp = get_array_module(like)
+        e = self.wte.forward(input_ids)  # (B, T, C)
+        e = e + self.wpe.forward(xp.arange(t))  # (T, C), broadcast over the batch
+        h = self.drop.forward(e)
+        for block in self.h:
+            h = block.forward(h, attention_mask)  # (B, T, C)
+        return self.ln_f.forward(h)
+
+    def backward(self, dout: Any) -> None:
+        d = self.ln_f.backward(dout)
+        for block in reversed(self.h):
+            d = block.backward(d)
+        d = self.drop.backward(d)  # (B, T, C)
+        self.wte.backward(d)
+        self.wpe.backward(d.sum(axis=0))  # every row used positions 0..T-1
+        return None
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> dict[str, list[str]]:
+        """As ``Module.load_state_dict``; the causal-mask buffers older Hugging Face versions
+        saved (``h.N.attn.bias``, ``h.N.attn.masked_bias``) are checked and skipped."""
+        return super().load_state_dict(drop_gpt2_buffers(state, ""), strict)
+
+
+def drop_gpt2_buffers(state: Any, prefix: str) -> Any:
+    """Older GPT-2 checkpoints hold, per block, ``attn.bias`` (1, 1, P, P), the lower-triangular
+    causal mask, and ``attn.masked_bias`` (the constant -1e4 it filled with). nanotf builds the
+    causal mask on the fly: the mask is accepted when it is lower triangular, refused otherwise."""
+    if not hasattr(state, "items"):
+        return state  # Module.load_state_dict says what it expected
+    out = {}
+    for key, value in state.items():
+        rest = key[len(prefix) :] if key.startswith(prefix) else None
+        parts = rest.split(".") if rest is not None else []
+        is_buffer = (
+            len(parts) == 4 and parts[0] == "h" and parts[2] == "attn"
+            and parts[3] in ("bias", "masked_bias")
+        )
+        if not is_buffer:
+            out[key] = value
+            continue
+        if parts[3] == "bias":
+            arr = value.numpy() if hasattr(value, "numpy") else value
+            xp = get_array_module(arr)
+            arr = xp.asarray(arr)
+            ok = arr.ndim >= 2 and arr.shape[-1] == arr.shape[-2]
+            if ok:
+                tri = xp.tril(xp.ones(arr.shape[-2:], dtype=bool))
+                ok = bool(((arr != 0) == tri).all())
+            if not ok:
+                raise ValueError(
+                    f"load_state_dict: {key} is not the lower-triangular causal mask; nanotf's "
+                    "GPT-2 always attends causally"
+                )
+    return out
+
+
+class GPT2LMHeadModel(Module):
+    """``transformer`` (a GPT2Model) and ``lm_head``: logits = hidden @ wteᵀ, (B, T, V).
+
+    ``lm_head.weight`` is ``transformer.wte.weight`` (one Parameter: its gradient sums the input
+    and the output use; ``state_dict`` lists it under both names) unless the config says
+    ``tie_word_embeddings: False``. ``forward(input_ids, attention_mask=None)`` -> logits;
+    ``backward(dlogits)``.
+    """
+
+    def __init__(self, config: GPT2Config) -> None:
+        super().__init__()
+        self.config = config
+        self.transformer = GPT2Model(config)
+        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight
+        else:
+            nn_init.normal_(self.lm_head.weight, config.initializer_range)
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> GPT2LMHeadModel:
+        """Build from ``transformers.GPT2Config(...).to_dict()``."""
+        return cls(GPT2Config.from_dict(cfg))
+
+    def forward(self, input_ids: Any, attention_mask: Any = None) -> Any:
+        h = self.transformer.forward(input_ids, attention_mask)  # (B, T, C)
+        return self.lm_head.forward(h)  # (B, T, V)
+
+    def backward(self, dlogits: Any) -> None:
+        self.transformer.backward(self.lm_head.backward(dlogits))
+        return None
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> dict[str, list[str]]:
+        """As ``Module.load_state_dict``, skipping the old causal-mask buffers (see
+        ``GPT2Model.load_state_dict``). ``lm_head.weight`` and ``transformer.wte.weight`` are one
+        tied parameter: a state with different arrays under the two names is refused."""
+        return super().load_state_dict(drop_gpt2_buffers(state, "transformer."), strict)

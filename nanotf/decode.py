@@ -5,13 +5,23 @@ Both work on any model with ``encode(src, src_mask) -> memory`` and
 transformer.Transformer``). The source is encoded **once**; then the output grows one token at a
 time, starting from ``<bos>``.
 
-How the prefix is handled: **it is recomputed**. At step ``t`` the decoder runs on the whole
-prefix ``y_0 .. y_t`` (causal masking makes position ``t`` see only ``y_0 .. y_t``) and only the
-logits of the last position are used. This keeps no key/value cache: a step costs ``O(t)``
-decoder positions, a sequence ``O(T²)``, which is nothing for the toy tasks here and keeps the
-decoder's forward the exact code that training runs (a teacher-forced forward on the decoded
-output gives the very same logits, and a test checks it). A KV cache would make each step
-``O(1)`` positions at the price of a second code path through every attention layer.
+How the prefix is handled: by default with a **key/value cache** (``use_cache=True``). The
+decoder reads ``<bos>`` once, then at each step only the newest token: every attention layer keeps
+the keys and values of the positions already read (``nanotf.nn.DecoderCache``), the cross-
+attention keeps the memory's, and the new position's query attends to all of them (causal
+masking: an earlier position never sees a later one, so what was computed for it never changes).
+A step costs ``O(1)`` decoder positions instead of ``O(t)``. Beam search reorders the cache's
+rows to the surviving beams' parents; greedy decoding drops the finished rows from it.
+
+``use_cache=False`` is the reference: **the prefix is recomputed**. At step ``t`` the decoder
+runs on the whole prefix ``y_0 .. y_t`` and only the logits of the last position are used,
+which is exactly the code training runs (a teacher-forced forward on the decoded output gives
+the very same logits, and a test checks it), at ``O(t)`` positions a step and ``O(T²)`` a
+sequence. Both paths choose the same tokens; their log-probabilities agree to round-off (the
+matrix products have other shapes, so the last bits of a float may differ: ~1e-15 relative in
+float64, ~1e-6 in float32), so only an exact near-tie between two tokens could be broken
+differently. A model without ``decode_step`` (such as the hand-built models of the tests) is
+always decoded by recomputing.
 
 ``<pad>`` and ``<bos>`` are never generated (they are not outputs: their log-probabilities are
 set to -inf before choosing). Both functions return the generated ids *after* ``<bos>`` as a
@@ -35,6 +45,7 @@ import numpy as np
 
 from .backend import asarray, to_numpy
 from .functional import log_softmax_forward
+from .nn import DecoderCache
 from .text.padding import pad_sequences
 from .text.specials import BOS_ID, EOS_ID, PAD_ID
 from .text.vocab import Vocab
@@ -50,7 +61,9 @@ __all__ = [
 
 
 class Seq2SeqModel(Protocol):
-    """What decoding needs from a model (``Transformer`` has all of it)."""
+    """What decoding needs from a model (``Transformer`` has all of it). A model that also has
+    ``decode_step(tgt_new, memory, cache, src_mask, tgt_mask)`` (``Transformer.decode_step``) is
+    decoded with a key/value cache; without it the prefix is recomputed."""
 
     training: bool
 
@@ -109,6 +122,39 @@ def _next_log_probs(
     return logp
 
 
+class _CachedSteps:
+    """Incremental decoding with a key/value cache: each step feeds only the newest token of
+    every row (``model.decode_step``); the earlier positions are read from the cache.
+
+    ``memory`` and ``src_mask`` are the rows of the first step (one per row decoded); after the
+    first step they live in the cache. Before each later step, ``parents`` (host ints) says for
+    every row which row of the previous step it continues (beams picked, finished rows dropped).
+    """
+
+    def __init__(self, model: Any, memory: Any, src_mask: Any, never: tuple[int, ...]) -> None:
+        self.model, self.memory, self.src_mask, self.never = model, memory, src_mask, never
+        self.cache = DecoderCache()
+
+    def next_log_probs(self, last: np.ndarray, parents: np.ndarray | None) -> np.ndarray:
+        """``last`` (n, 1) the newest token of each row -> (n, V) float64 host log-probabilities
+        of the next token, as ``_next_log_probs`` computes them from the whole prefix."""
+        if parents is not None and not (
+            parents.size == self.cache.batch and (parents == np.arange(parents.size)).all()
+        ):
+            self.cache.reorder(asarray(parents))
+        tok = asarray(last)
+        logits = self.model.decode_step(tok, self.memory, self.cache, self.src_mask, tok != PAD_ID)
+        self.memory = self.src_mask = None  # in the cache now
+        logp = _log_softmax(to_numpy(logits[:, -1, :]))
+        logp[:, list(self.never)] = -np.inf
+        return logp
+
+
+def _cached(model: Seq2SeqModel, use_cache: bool) -> bool:
+    """Whether to decode with a key/value cache: asked for, and the model has ``decode_step``."""
+    return bool(use_cache) and callable(getattr(model, "decode_step", None))
+
+
 def _log_softmax(x: np.ndarray) -> np.ndarray:
     """Row-wise ``log softmax`` on the host, float64 (the op of ``nanotf.functional``)."""
     return log_softmax_forward(x.astype(np.float64))[0]
@@ -122,6 +168,7 @@ def greedy_decode(
     bos_id: int = BOS_ID,
     eos_id: int = EOS_ID,
     pad_id: int = PAD_ID,
+    use_cache: bool = True,
 ) -> np.ndarray:
     """Pick the most likely next token at every step: ``y_t = argmax_v logits(y_<t, x)[v]``.
 
@@ -129,24 +176,33 @@ def greedy_decode(
     ``pad_id``). Stops a row at ``<eos>`` or after ``max_len`` generated tokens. Returns a host
     ``int64`` array (B, L ≤ max_len) of the ids after ``<bos>`` (``<eos>`` included, ``pad_id``
     after it). Runs in eval mode (no dropout); the model's mode is restored afterwards.
+    ``use_cache`` (default) decodes with a key/value cache; False recomputes the prefix at
+    every step (the reference: same ids, log-probabilities equal to round-off).
     """
     src, src_mask = _check_inputs(src, src_mask, max_len)
     b = int(src.shape[0])
+    never = (pad_id, bos_id)
     with _eval_mode(model):
         memory = model.encode(src, src_mask)  # (B, S, C), computed once
+        steps = _CachedSteps(model, memory, src_mask, never) if _cached(model, use_cache) else None
         ys = np.full((b, 1), bos_id, dtype=np.int64)
         out = np.full((b, max_len), pad_id, dtype=np.int64)
         alive = np.arange(b)  # rows still decoding
+        kept = None  # the rows of the previous step that are still decoding (cached path)
         length = 0
         for t in range(max_len):
-            sel = asarray(alive)
-            logp = _next_log_probs(model, ys, memory[sel], src_mask[sel], (pad_id, bos_id))
+            if steps is not None:
+                logp = steps.next_log_probs(ys[:, -1:], kept)
+            else:
+                sel = asarray(alive)
+                logp = _next_log_probs(model, ys, memory[sel], src_mask[sel], never)
             nxt = logp.argmax(axis=-1)  # (n_alive,)
             out[alive, t] = nxt
             length = t + 1
             running = nxt != eos_id
             ys = np.concatenate([ys, nxt[:, None]], axis=1)[running]
             alive = alive[running]
+            kept = np.flatnonzero(running)
             if alive.size == 0:
                 break
     return out[:, :length]
@@ -174,6 +230,7 @@ def beam_search(
     pad_id: int = PAD_ID,
     length_penalty: float = 0.6,
     return_scores: bool = False,
+    use_cache: bool = True,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Keep the ``beam_width`` best prefixes at every step instead of only the best one.
 
@@ -194,7 +251,9 @@ def beam_search(
     always, finds a better-scoring output than greedy.
 
     Returns the best sequences as :func:`greedy_decode` does, (B, L) host ``int64``; with
-    ``return_scores`` also their scores (B,) float64.
+    ``return_scores`` also their scores (B,) float64. ``use_cache`` (default) decodes with a
+    key/value cache whose rows follow the beams; False recomputes every prefix (the reference:
+    same ids, scores equal to round-off).
     """
     _check_positive_int("beam_width", beam_width)
     if not (isinstance(length_penalty, (int, float)) and math.isfinite(length_penalty)):
@@ -204,7 +263,14 @@ def beam_search(
     with _eval_mode(model):
         memory = model.encode(src, src_mask)  # (B, S, C), computed once
         finished = _search(
-            model, memory, src_mask, int(beam_width), max_len, specials, length_penalty
+            model,
+            memory,
+            src_mask,
+            int(beam_width),
+            max_len,
+            specials,
+            length_penalty,
+            _cached(model, use_cache),
         )
     best = [max(f, key=lambda h: h[0]) for f in finished]  # max keeps the first of equals
     out, _ = pad_sequences([tokens for _, tokens in best], pad_id)
@@ -233,9 +299,19 @@ def _search(
     max_len: int,
     ids: _Specials,
     alpha: float,
+    use_cache: bool = False,
 ) -> list[list[Hypothesis]]:
-    """The beam search loop: every source's finished hypotheses, in the order found."""
+    """The beam search loop: every source's finished hypotheses, in the order found.
+
+    Row ``j·K + m`` of a step is beam ``m`` of the ``j``-th live source; with ``use_cache``,
+    ``parents`` maps every row to the row of the previous step it extends."""
     b = int(src_mask.shape[0])
+    never = (ids.pad, ids.bos)
+    steps = None
+    if use_cache:
+        rows0 = asarray(np.repeat(np.arange(b), k))
+        steps = _CachedSteps(model, memory[rows0], src_mask[rows0], never)
+    parents = None
     finished: list[list[Hypothesis]] = [[] for _ in range(b)]
     seqs = np.full((b, k, 1), ids.bos, dtype=np.int64)  # live prefixes (B, K, t), <bos> first
     logp_sum = np.zeros((b, k), dtype=np.float64)  # log P(prefix) (B, K)
@@ -243,19 +319,24 @@ def _search(
     alive = np.arange(b)  # sources still searching
     for t in range(1, max_len + 1):
         n = alive.size
-        rows = asarray(np.repeat(alive, k))  # each live source K times
         prefixes = seqs[alive].reshape(n * k, t)
-        logp = _next_log_probs(model, prefixes, memory[rows], src_mask[rows], (ids.pad, ids.bos))
+        if steps is not None:
+            logp = steps.next_log_probs(prefixes[:, -1:], parents)
+        else:
+            rows = asarray(np.repeat(alive, k))  # each live source K times
+            logp = _next_log_probs(model, prefixes, memory[rows], src_mask[rows], never)
         v = logp.shape[-1]
         cand = (logp_sum[alive][:, :, None] + logp.reshape(n, k, v)).reshape(n, k * v)  # (n, K·V)
         ranked = np.argsort(-cand, axis=1, kind="stable")[:, : 2 * k]  # (n, 2K), best first
         new_seqs = np.full((b, k, t + 1), ids.pad, dtype=np.int64)
         still = np.ones(n, dtype=bool)
+        beams = np.zeros((n, k), dtype=np.int64)  # the beam each next prefix extends
         for j, i in enumerate(alive.tolist()):
-            new_seqs[i], logp_sum[i], still[j] = _extend_source(
+            new_seqs[i], logp_sum[i], still[j], beams[j] = _extend_source(
                 cand[j], ranked[j], seqs[i], finished[i], ids, alpha, last=t == max_len
             )
         seqs = new_seqs
+        parents = (np.arange(n)[:, None] * k + beams)[still].reshape(-1)
         alive = alive[still]
         if alive.size == 0:
             break
@@ -270,17 +351,19 @@ def _extend_source(
     ids: _Specials,
     alpha: float,
     last: bool,
-) -> tuple[np.ndarray, np.ndarray, bool]:
+) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray]:
     """One step of one source: from its live ``prefixes`` (K, t), the scores of their
     extensions ``cand`` (K·V,) and the ``2K`` best of them ``ranked`` (best first), make the
     next live prefixes (K, t + 1) and their log-probabilities (K,) (``-inf`` where fewer than
     ``K`` remain). Hypotheses that end are appended to ``finished``. Also returns whether the
-    source keeps searching; on the ``last`` step its live prefixes count as finished."""
+    source keeps searching (on the ``last`` step its live prefixes count as finished) and,
+    for each next prefix, the beam it extends (0 for the empty slots)."""
     k, t = prefixes.shape
     v = cand.size // k
     lp = length_penalty_factor(t, alpha)
     next_prefixes = np.full((k, t + 1), ids.pad, dtype=np.int64)
     next_sum = np.full(k, -np.inf)
+    parents = np.zeros(k, dtype=np.int64)
     n_live = 0
     for rank, idx in enumerate(ranked.tolist()):
         s = float(cand[idx])
@@ -294,6 +377,7 @@ def _extend_source(
         next_prefixes[n_live, :t] = prefixes[beam]
         next_prefixes[n_live, t] = tok
         next_sum[n_live] = s
+        parents[n_live] = beam
         n_live += 1
         if n_live == k:
             break
@@ -303,7 +387,7 @@ def _extend_source(
     still = not done and n_live > 0
     if last and still:  # out of length: live prefixes count as answers
         finished.extend((next_sum[m] / lp, next_prefixes[m, 1:].tolist()) for m in range(n_live))
-    return next_prefixes, next_sum, still
+    return next_prefixes, next_sum, still, parents
 
 
 def sequence_log_prob(
@@ -349,6 +433,7 @@ def translate(
     beam_width: int = 1,
     max_len: int | None = None,
     length_penalty: float = 0.6,
+    use_cache: bool = True,
 ) -> list[str]:
     """Text in, text out: encode each source (symbols then ``<eos>``), decode greedily
     (``beam_width=1``) or by beam search, and turn the ids back into text.
@@ -357,6 +442,7 @@ def translate(
     ``max_len`` (generated tokens) defaults to what the model's position table allows, and
     may not exceed it (the decoder reads ``<bos>`` and the tokens before the last);
     ``beam_width`` may not exceed the number of target tokens (``len(tgt_vocab)``).
+    ``use_cache`` as in :func:`greedy_decode` (same outputs either way).
     """
     if isinstance(texts, str):
         raise TypeError("translate expects a list of texts; wrap a single text in a list")
@@ -388,7 +474,15 @@ def translate(
         max_len = (limit - 1) if limit is not None else 2 * longest + 10
     src, src_mask = pad_sequences(ids, PAD_ID)
     if beam_width > 1:
-        out = beam_search(model, src, src_mask, beam_width, max_len, length_penalty=length_penalty)
+        out = beam_search(
+            model,
+            src,
+            src_mask,
+            beam_width,
+            max_len,
+            length_penalty=length_penalty,
+            use_cache=use_cache,
+        )
     else:
-        out = greedy_decode(model, src, src_mask, max_len)
+        out = greedy_decode(model, src, src_mask, max_len, use_cache=use_cache)
     return [tgt_vocab.decode(row) for row in out]  # type: ignore[union-attr]

@@ -37,6 +37,7 @@ from ..functional import (
     embedding_forward,
 )
 from ..nn import (
+    DecoderCache,
     DecoderLayer,
     Dropout,
     Embedding,
@@ -104,6 +105,28 @@ class TransformerDecoder(_TransformerStack):
     """
 
     layer_type = DecoderLayer
+
+    def decode_step(
+        self,
+        x: Any,
+        memory: Any,
+        cache: DecoderCache,
+        tgt_key_padding_mask: Any = None,
+        memory_key_padding_mask: Any = None,
+    ) -> Any:
+        """The stack on the new target positions only (inference only; see
+        ``DecoderLayer.decode_step``): x (B, Tn, C) -> (B, Tn, C). ``cache`` holds every
+        layer's keys and values; ``memory`` is read on the first step only;
+        ``tgt_key_padding_mask`` (B, T_so_far + Tn) covers all target positions so far."""
+        for layer, (self_cache, cross_cache) in zip(
+            self.stack, cache.layers(len(self.stack)), strict=True
+        ):
+            x = layer.decode_step(
+                x, memory, self_cache, cross_cache, tgt_key_padding_mask, memory_key_padding_mask
+            )
+        if self.norm is not None:
+            x = self.norm.forward(x)
+        return x
 
     def backward(self, dout: Any) -> tuple[Any, Any]:
         """dout: (B, T, C) -> ``(dx, dmemory)``.
@@ -345,6 +368,74 @@ class Transformer(Module):
         self._logits_shape = tuple(logits.shape)
         return logits
 
+    def decode_step(
+        self,
+        tgt_new: Any,
+        memory: Any,
+        cache: DecoderCache,
+        src_mask: Any = None,
+        tgt_mask: Any = None,
+    ) -> Any:
+        """Incremental decoding, **inference only**: the logits (B, Tn, V) of the new target
+        positions ``tgt_new`` (B, Tn) ids, the earlier ones read from ``cache``.
+
+        Start with an empty ``cache = DecoderCache()`` and the first tokens (``<bos>``), then
+        feed each step's new token(s): the logits equal those ``decode`` gives at the same
+        positions of the whole prefix (up to float round-off: the matrix products have other
+        shapes), at O(Tn) positions per step instead of O(T). ``memory`` (B, S, C) and
+        ``src_mask`` (B, S) are read on the first step (their keys, values and mask go into the
+        cache); later steps may pass None. ``tgt_mask`` (B, Tn) is True for the real new tokens
+        (default ``tgt_new != pad_id``); the cache keeps the masks of earlier positions.
+        ``cache.reorder(rows)`` keeps and reorders rows between steps (beams, finished rows).
+
+        Needs eval mode (no dropout); keeps nothing for a backward (``backward`` afterwards
+        raises) and leaves the caches of the last ``forward``/``decode`` unusable.
+        """
+        if self.training:
+            raise RuntimeError("Transformer: decode_step is inference only: call .eval() first")
+        if not isinstance(cache, DecoderCache):
+            raise TypeError(
+                f"Transformer: decode_step needs a DecoderCache (start with DecoderCache()), "
+                f"got {describe(cache)}"
+            )
+        self._check_ids("target", tgt_new, self.tgt_vocab_size)
+        b, t_new = tgt_new.shape
+        start = cache.length
+        if start + t_new > self.max_len:
+            raise ValueError(
+                f"Transformer: target length {start + t_new} exceeds the position table "
+                f"(max_len={self.max_len}): build the model with a larger max_len"
+            )
+        if start == 0:  # first step: the memory and its mask go into the cache
+            if memory is None:
+                raise ValueError("Transformer: the first decode_step needs the encoder memory")
+            check_float_input("Transformer", "memory", memory, like=self.out_proj.weight.data)
+            if memory.ndim != 3 or memory.shape[0] != b or memory.shape[2] != self.d_model:
+                raise ValueError(
+                    f"Transformer: memory must have shape (batch, source length, d_model) = "
+                    f"({b}, S, {self.d_model}), got {tuple(memory.shape)}"
+                )
+            cache.memory_mask = self._mask("src_mask", src_mask, memory.shape[:2])
+        elif cache.batch != b:
+            raise ValueError(
+                f"Transformer: decode_step got {b} rows, the cache holds {cache.batch} "
+                "(reorder the cache to the rows being decoded)"
+            )
+        tgt_mask = self._mask("tgt_mask", tgt_mask, tgt_new.shape, tgt_new)
+        xp = get_array_module(tgt_mask)
+        cache.target_mask = (
+            tgt_mask if start == 0 else xp.concatenate([cache.target_mask, tgt_mask], axis=1)
+        )
+        # the embedding of _embed, at positions start .. start + Tn - 1 (dropout is off)
+        emb, _ = embedding_forward(tgt_new, self.tgt_embed.weight.data, self.tgt_embed.padding_idx)
+        table = self.pos.table_like(emb)[start : start + t_new]
+        y, _ = add_positional_forward(emb, table, self.pos.scale)  # (B, Tn, C)
+        h = self.decoder.decode_step(
+            y, memory if start == 0 else None, cache, cache.target_mask, cache.memory_mask
+        )
+        self._src_cache = self._tgt_cache = self._logits_shape = None  # no backward after this
+        return self.out_proj.forward(h)  # (B, Tn, V)
+
     def forward(self, src: Any, tgt_in: Any, src_mask: Any = None, tgt_mask: Any = None) -> Any:
         """Teacher forcing: logits (B, T, V) for the next token after each ``tgt_in`` position.
 
@@ -374,7 +465,10 @@ class Transformer(Module):
         encoder: memory -> src embeddings.
         """
         if self._src_cache is None or self._tgt_cache is None or self._logits_shape is None:
-            raise RuntimeError("backward needs a forward (encode and decode) first")
+            raise RuntimeError(
+                "backward needs a forward (encode and decode) first (decode_step, the cached "
+                "inference path, keeps nothing for a backward)"
+            )
         if tuple(dlogits.shape) != self._logits_shape:
             raise ValueError(
                 f"dlogits must have the logits' shape {self._logits_shape}, "

@@ -2,6 +2,7 @@
 
 from .attention import AttentionGrads, MultiHeadAttention
 from .blocks import LayerStack, TokenEmbeddings, residual_backward, residual_forward
+from .kv_cache import DecoderCache, KVCache
 from .layers import Activation, Dropout, Embedding, LayerNorm, Linear, PositionalEncoding
 from .module import Module, ModuleList
 from .parameter import Parameter
@@ -10,11 +11,13 @@ from .transformer_layers import DecoderLayer, EncoderLayer, FeedForward
 __all__ = [
     "Activation",
     "AttentionGrads",
+    "DecoderCache",
     "DecoderLayer",
     "Dropout",
     "Embedding",
     "EncoderLayer",
     "FeedForward",
+    "KVCache",
     "LayerNorm",
     "LayerStack",
     "Linear",

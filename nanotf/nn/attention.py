@@ -20,6 +20,7 @@ from .checks import (
     check_probability,
     describe,
 )
+from .kv_cache import KVCache
 from .layers import Linear
 from .module import Module
 
@@ -93,6 +94,7 @@ class MultiHeadAttention(Module):
             setattr(self, names[3], Linear(d_model, d_model, bias=bias))
         self._cache: Any = None
         self._cross = False
+        self._cached_call = False  # the last call was forward_cached: no backward possible
 
     def _proj(self, i: int) -> Linear:
         return self._modules[self._names[i]]  # type: ignore[return-value]
@@ -139,6 +141,7 @@ class MultiHeadAttention(Module):
                 )
             mask = attn_mask if mask is None else mask & attn_mask
         self._cross = memory is not None
+        self._cached_call = False
         h = self.n_heads
         q = split_heads(self._proj(0).forward(x), h)  # (B, H, Tq, D)
         k = split_heads(self._proj(1).forward(kv), h)  # (B, H, Tk, D)
@@ -152,10 +155,81 @@ class MultiHeadAttention(Module):
             out = self._proj(3).forward(out)
         return out
 
+    def forward_cached(
+        self, x: Any, cache: KVCache, memory: Any = None, key_padding_mask: Any = None
+    ) -> Any:
+        """Incremental attention for decoding, **inference only**: x (B, Tn, C), the new
+        positions only -> (B, Tn, C).
+
+        Self-attention (``memory`` None and ``cache`` not set from a memory): project the new
+        positions' q, k, v, append k, v to ``cache`` and attend the new queries to every cached
+        key. The causal mask aligns bottom-right (``causal_mask``), so a block of new queries
+        sees all earlier keys and the new ones up to itself: the same outputs as ``forward`` on
+        the whole sequence, at those positions. Cross-attention: on the first call ``memory``
+        (B, S, C) is projected to keys and values once and kept in ``cache``; later calls reuse
+        them (``memory`` may then be None; a memory given again is ignored).
+        ``key_padding_mask`` (B, Tk) covers *all* keys: the cached and new positions
+        (self-attention) or the memory (cross-attention); True = real token.
+
+        Nothing is kept for a backward (no attention cache, no saved scores), dropout is off, and
+        ``backward`` after it raises. Needs eval mode (``module.eval()``).
+        """
+        who = f"MultiHeadAttention(d_model={self.d_model}, n_heads={self.n_heads})"
+        if self.training:
+            raise RuntimeError(
+                f"{who}: forward_cached is inference only (no dropout, no backward): call "
+                ".eval() first"
+            )
+        if not isinstance(cache, KVCache):
+            raise TypeError(f"{who}: forward_cached needs a KVCache, got {describe(cache)}")
+        like = self._proj(0).weight.data
+        layout = f"(batch, length, {self.d_model})"
+        check_float_input(who, "x", x, like=like, ndim=3, last_dim=self.d_model, layout=layout)
+        h = self.n_heads
+        b = x.shape[0]
+        q = split_heads(self._proj(0).forward(x), h)  # (B, Tn, C) -> (B, H, Tn, D)
+        if cache.static:  # cross-attention: the memory's keys and values, computed once
+            k, v = cache.keys, cache.values
+        elif memory is not None:
+            if cache.keys is not None:
+                raise ValueError(f"{who}: memory given to a self-attention cache that holds keys")
+            check_float_input(
+                who, "memory", memory, like=like, ndim=3, last_dim=self.d_model, layout=layout
+            )
+            k = split_heads(self._proj(1).forward(memory), h)  # (B, H, S, D)
+            v = split_heads(self._proj(2).forward(memory), h)
+            cache.set(k, v)
+        else:  # self-attention: add the new positions' keys and values
+            k_new = split_heads(self._proj(1).forward(x), h)  # (B, H, Tn, D)
+            v_new = split_heads(self._proj(2).forward(x), h)
+            k, v = cache.append(k_new, v_new)  # (B, H, T_so_far, D)
+        if k.shape[0] != b:
+            raise ValueError(
+                f"{who}: batch sizes differ: queries have {b} rows, the cache {k.shape[0]} "
+                "(reorder the cache to the rows being decoded)"
+            )
+        mask = None
+        if key_padding_mask is not None:
+            mask = key_padding_to_mask(key_padding_mask, b, k.shape[2], who, like)
+        causal = self.causal and not cache.static
+        out, _ = attention_forward(q, k, v, mask=mask, causal=causal, training=False)
+        self._cache, self._cached_call = None, True  # nothing for a backward
+        out = merge_heads(out)  # (B, Tn, C)
+        if self._names[3] is not None:
+            out = self._proj(3).forward(out)
+        return out
+
     def backward(self, dout: Any) -> AttentionGrads:
         """dout: (B, T, C) -> ``AttentionGrads(dx, dmemory)``, always: the gradient of the queries'
         input x and of the memory; ``dmemory`` is None after a self-attention forward, whose
         keys and values came from x (their gradient is already added into dx)."""
+        if self._cached_call:
+            raise RuntimeError(
+                "MultiHeadAttention: backward after forward_cached: the cached path is inference "
+                "only and keeps nothing for a backward; run forward first"
+            )
+        if self._cache is None:
+            raise RuntimeError("MultiHeadAttention: backward needs a forward first")
         if self._names[3] is not None:
             dout = self._proj(3).backward(dout)
         grads: dict[str, Any] = {}  # dL/dprobs and dL/dscores, kept for inspection

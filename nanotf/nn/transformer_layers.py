@@ -14,6 +14,7 @@ from typing import Any
 from .attention import MultiHeadAttention
 from .blocks import residual_backward, residual_forward
 from .checks import check_float_input
+from .kv_cache import KVCache
 from .layers import Activation, Dropout, LayerNorm, Linear
 from .module import Module
 
@@ -168,6 +169,7 @@ class DecoderLayer(_ResidualLayer):
     cross_attention = True
     norm3: LayerNorm
     dropout3: Dropout
+    _cached_call = False  # the last call was decode_step: no backward possible
 
     def forward(
         self,
@@ -197,12 +199,59 @@ class DecoderLayer(_ResidualLayer):
         def cross_attention(h: Any) -> Any:
             return self.cross_attn.forward(h, memory, key_padding_mask=memory_key_padding_mask)
 
+        self._cached_call = False
+        x = residual_forward(x, self_attention, self.norm1, self.dropout1, nf)
+        x = residual_forward(x, cross_attention, self.norm2, self.dropout2, nf)
+        return residual_forward(x, self.ff.forward, self.norm3, self.dropout3, nf)
+
+    def decode_step(
+        self,
+        x: Any,
+        memory: Any,
+        self_cache: KVCache,
+        cross_cache: KVCache,
+        tgt_key_padding_mask: Any = None,
+        memory_key_padding_mask: Any = None,
+    ) -> Any:
+        """The layer on the new target positions only, **inference only** (eval mode, no
+        backward): x (B, Tn, C) -> (B, Tn, C), the rows ``forward`` would give at those
+        positions of the whole sequence.
+
+        ``self_cache`` holds the keys and values of the earlier positions (the new ones are
+        appended); ``cross_cache`` the memory's, computed from ``memory`` (B, S, C) on the first
+        step (later steps may pass None). ``tgt_key_padding_mask`` (B, T_so_far + Tn) covers
+        every target position read so far, new ones included; ``memory_key_padding_mask``
+        (B, S). Both True = real token.
+        """
+        if self.training:
+            raise RuntimeError(
+                f"DecoderLayer(d_model={self.d_model}): decode_step is inference only: call "
+                ".eval() first"
+            )
+        nf = self.norm_first
+
+        def self_attention(h: Any) -> Any:
+            return self.self_attn.forward_cached(
+                h, self_cache, key_padding_mask=tgt_key_padding_mask
+            )
+
+        def cross_attention(h: Any) -> Any:
+            return self.cross_attn.forward_cached(
+                h, cross_cache, memory, key_padding_mask=memory_key_padding_mask
+            )
+
+        self._cached_call = True
         x = residual_forward(x, self_attention, self.norm1, self.dropout1, nf)
         x = residual_forward(x, cross_attention, self.norm2, self.dropout2, nf)
         return residual_forward(x, self.ff.forward, self.norm3, self.dropout3, nf)
 
     def backward(self, dout: Any) -> tuple[Any, Any]:
         """dout: (B, T, C) -> ``(dx, dmemory)``, (B, T, C) and (B, S, C)."""
+        if self._cached_call:
+            raise RuntimeError(
+                "DecoderLayer: backward after decode_step: the cached path is inference only and "
+                "keeps nothing for a backward; run forward first"
+            )
         nf = self.norm_first
         dmemory = None
 

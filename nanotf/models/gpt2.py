@@ -41,8 +41,12 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-from ..backend import get_array_module
+import numpy as np
+
+from ..backend import get_array_module, rng, to_numpy
+from ..checks import number_problem
 from ..functional import attention_backward, attention_forward, merge_heads, split_heads
+from ..functional.sampling import check_sampling_args, next_token
 from ..nn import (
     Activation,
     Dropout,
@@ -57,7 +61,7 @@ from ..nn import (
 )
 from ..nn import init as nn_init
 from ..nn.attention import key_padding_to_mask
-from ..nn.checks import check_float_input, check_positive_int, is_array
+from ..nn.checks import check_array, check_float_input, check_positive_int, is_array
 from .huggingface import (
     check_activation,
     check_model_inputs,
@@ -421,6 +425,113 @@ class GPT2LMHeadModel(Module):
     def backward(self, dlogits: Any) -> None:
         self.transformer.backward(self.lm_head.backward(dlogits))
         return None
+
+    def generate(
+        self,
+        input_ids: Any,
+        max_new_tokens: int,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        eos_token_id: int | None = None,
+        seed: int | None = None,
+        pad_token_id: int | None = None,
+    ) -> Any:
+        """Continue every prompt by up to ``max_new_tokens`` tokens, as Hugging Face's
+        ``generate``; returns the prompt followed by the new tokens, (B, T + n) int64,
+        ``n <= max_new_tokens``. ``nanotf.generation.generate(model, ...)`` is the same call.
+
+        ``input_ids`` (B, T): equal-length prompts (no padding), T + max_new_tokens at most
+        ``n_positions``. Each step runs the forward on the whole prefix (no key/value cache:
+        step t recomputes all T + t positions) in eval mode and takes ``logits[:, -1]``; the
+        next token is chosen on the host in float64 by ``functional.sampling.next_token``:
+        greedy ``argmax`` (``do_sample=False``), or ``logits / temperature``, top-k, top-p and a
+        draw from ``numpy.random.default_rng(seed)`` (``seed=None``: a seed drawn from nanotf's
+        generator, so ``nanotf.manual_seed`` makes it repeat). The model's mode is restored.
+
+        The EOS rule (Hugging Face's ``_sample`` with an EOS stopping criterion): a row is
+        finished once it has produced ``eos_token_id`` (that EOS is kept); every later token of
+        a finished row is ``pad_token_id`` (``eos_token_id`` where ``pad_token_id`` is None),
+        whatever the model predicts; the loop stops as soon as every row is finished (so the
+        result may be shorter than T + max_new_tokens) or after ``max_new_tokens`` steps.
+        ``max_new_tokens=0`` returns (a copy of) the prompt.
+        """
+        c = self.config
+        like = self.transformer.wte.weight.data
+        xp = get_array_module(like)
+        who = "GPT2LMHeadModel.generate"
+        if not is_array(input_ids):
+            raise TypeError(
+                f"{who}: input_ids must be an integer array of shape (B, T), got "
+                f"{type(input_ids).__name__}"
+            )
+        check_array(who, "input_ids", input_ids, like)
+        if input_ids.ndim != 2:
+            raise ValueError(
+                f"{who}: input_ids expected (B, T) (a batch of prompts; one prompt is ids[None]), "
+                f"got shape {tuple(input_ids.shape)}"
+            )
+        if input_ids.dtype.kind not in "iu":
+            raise TypeError(f"{who}: input_ids must be integer ids, got dtype {input_ids.dtype}")
+        b, t = (int(n) for n in input_ids.shape)
+        if b == 0 or t == 0:
+            raise ValueError(
+                f"{who}: input_ids must hold at least one prompt of at least one token, got "
+                f"shape {(b, t)}"
+            )
+        lo, hi = int(input_ids.min()), int(input_ids.max())
+        if lo < 0 or hi >= c.vocab_size:
+            raise ValueError(
+                f"{who}: input_ids must lie in [0, vocab_size={c.vocab_size}), got a value of "
+                f"{lo if lo < 0 else hi}"
+            )
+        problem = number_problem(max_new_tokens, integer=True, low=0)
+        if problem is not None:
+            raise problem.error(f"{who}: max_new_tokens {problem.words}, got {max_new_tokens!r}")
+        if t + max_new_tokens > c.n_positions:
+            raise ValueError(
+                f"{who}: prompt length {t} + max_new_tokens {max_new_tokens} = "
+                f"{t + max_new_tokens} is longer than the position table "
+                f"(n_positions={c.n_positions}); give at most {c.n_positions - t} new tokens"
+            )
+        check_sampling_args(do_sample, temperature, top_k, top_p)
+        for name, value in (("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
+            if value is None:
+                continue
+            problem = number_problem(value, integer=True, low=0, high=c.vocab_size, high_open=True)
+            if problem is not None:
+                raise problem.error(f"{who}: {name} {problem.words}, got {value!r}")
+        if seed is not None:
+            problem = number_problem(seed, integer=True, low=0)
+            if problem is not None:
+                raise problem.error(f"{who}: seed {problem.words}, got {seed!r}")
+
+        ids = input_ids.astype(np.int64)  # a copy: the caller's array is never touched
+        if max_new_tokens == 0:
+            return ids
+        gen = None
+        if do_sample:
+            if seed is None:
+                seed = int(rng().integers(0, 2**62))
+            gen = np.random.default_rng(int(seed))
+        fill = pad_token_id if pad_token_id is not None else eos_token_id
+        unfinished = np.ones(b, dtype=bool)
+        was_training = self.training
+        self.train(False)
+        try:
+            for _ in range(max_new_tokens):
+                logits = to_numpy(self.forward(ids)[:, -1]).astype(np.float64)  # (B, V)
+                nxt = next_token(logits, do_sample, temperature, top_k, top_p, gen)  # (B,)
+                if eos_token_id is not None:
+                    nxt = np.where(unfinished, nxt, fill)
+                    unfinished &= nxt != eos_token_id
+                ids = xp.concatenate([ids, xp.asarray(nxt)[:, None]], axis=1)
+                if not unfinished.any():
+                    break
+        finally:
+            self.train(was_training)
+        return ids
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> dict[str, list[str]]:
         """As ``Module.load_state_dict``, skipping the old causal-mask buffers (see

@@ -29,11 +29,14 @@ def generate(
     eos_token_id: int | None = None,
     seed: int | None = None,
     pad_token_id: int | None = None,
+    use_cache: bool = True,
 ) -> Any:
     """``model.generate(input_ids, max_new_tokens, ...)``: continue every prompt of
     ``input_ids`` (B, T) by up to ``max_new_tokens`` tokens, greedily (``do_sample=False``) or by
     sampling (``temperature``, ``top_k``, ``top_p``, reproducible from ``seed``), stopping rows
-    at ``eos_token_id``. Returns (B, T + n) int64, n <= max_new_tokens."""
+    at ``eos_token_id``; ``use_cache`` keeps the keys and values of the positions read so far
+    (the same tokens as ``use_cache=False``, faster). Returns (B, T + n) int64,
+    n <= max_new_tokens."""
     if not isinstance(model, GPT2LMHeadModel):
         raise TypeError(
             f"generate: model must be a nanotf GPT2LMHeadModel, got {type(model).__name__}"
@@ -48,4 +51,5 @@ def generate(
         eos_token_id=eos_token_id,
         seed=seed,
         pad_token_id=pad_token_id,
+        use_cache=use_cache,
     )

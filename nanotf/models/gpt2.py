@@ -32,7 +32,14 @@ Every gradient visible, after a forward and a backward::
 
 The attention (``GPT2Attention``) runs the functional ops itself (``split_heads``,
 ``attention_forward`` with ``causal=True``, whose mask is aligned to the bottom right), so keys
-and values cached from earlier steps can later be put in front of this step's keys and values.
+and values cached from earlier steps are put in front of this step's keys and values: the
+``forward_cached`` methods (inference only, eval mode, no backward afterwards) run the new
+positions only against a list of ``KVCache`` (one a layer, ``model.new_cache()``), and
+``generate(..., use_cache=True)`` (the default) uses them::
+
+    caches = model.new_cache()
+    logits = model.forward_cached(prompt, caches)        # (B, T, V), positions 0..T-1
+    logits = model.forward_cached(next_ids, caches)      # (B, 1, V), position T
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ from ..nn import (
 from ..nn import init as nn_init
 from ..nn.attention import key_padding_to_mask
 from ..nn.checks import check_array, check_float_input, check_positive_int, is_array
+from ..nn.kv_cache import KVCache
 from .huggingface import (
     check_activation,
     check_model_inputs,
@@ -138,6 +146,22 @@ class GPT2Config:
         return cls(**values)
 
 
+def _check_inference(module: Module, who: str) -> None:
+    if module.training:
+        raise RuntimeError(
+            f"{who}: forward_cached is inference only (no dropout, no backward): call .eval() "
+            "first"
+        )
+
+
+def _refuse_backward(module: Module, who: str) -> None:
+    if getattr(module, "_cached_call", False):
+        raise RuntimeError(
+            f"{who}: backward after forward_cached: the cached path is inference only and keeps "
+            "nothing for a backward; run forward first"
+        )
+
+
 # -- the modules, in Hugging Face's tree --------------------------------------------------------
 
 
@@ -209,8 +233,10 @@ class GPT2Attention(Module):
         self.c_proj = Conv1D(c.n_embd, c.n_embd)
         self.resid_dropout = Dropout(c.resid_pdrop)
         self._cache: Any = None
+        self._cached_call = False  # the last call was forward_cached: no backward possible
 
     def forward(self, x: Any, attention_mask: Any = None) -> Any:
+        self._cached_call = False
         b, t, c = x.shape
         mask = None
         if attention_mask is not None:  # (B, Tk) -> (B, 1, 1, Tk), combined with the causal one
@@ -234,7 +260,47 @@ class GPT2Attention(Module):
         out = self.c_proj.forward(merge_heads(out))  # (B, T, C)
         return self.resid_dropout.forward(out)
 
+    def forward_cached(self, x_new: Any, cache: KVCache, attention_mask: Any = None) -> Any:
+        """Incremental causal self-attention, **inference only**: x_new (B, Tn, C), the new
+        positions only -> (B, Tn, C).
+
+        Projects the new positions with ``c_attn``, appends their keys and values to ``cache``
+        and attends the new queries to every cached key with ``causal=True`` (aligned bottom
+        right: a block of new queries sees every earlier key and the new ones up to itself), so
+        the rows equal ``forward``'s on the whole sequence at those positions.
+        ``attention_mask`` (B, T_cached + Tn) covers every key, cached and new. Dropout is off,
+        nothing is kept for a backward (no scores, no probabilities), and ``backward`` after it
+        raises. Needs eval mode.
+        """
+        who = f"GPT2Attention(n_embd={self.n_embd}, n_head={self.n_head})"
+        _check_inference(self, who)
+        if not isinstance(cache, KVCache):
+            raise TypeError(
+                f"{who}: forward_cached needs a KVCache, got {type(cache).__name__}"
+            )
+        like = self.c_proj.weight.data
+        check_float_input(
+            who, "x_new", x_new, like=like, ndim=3, last_dim=self.n_embd,
+            layout=f"(batch, new positions, {self.n_embd})",
+        )
+        b, _, c = x_new.shape
+        self._cached_call, self._cache = True, None
+        qkv = self.c_attn.forward(x_new)  # (B, Tn, 3C)
+        q = split_heads(qkv[..., :c], self.n_head)  # (B, H, Tn, D)
+        k, v = cache.append(
+            split_heads(qkv[..., c : 2 * c], self.n_head),
+            split_heads(qkv[..., 2 * c :], self.n_head),
+        )  # (B, H, T_cached + Tn, D) each
+        mask = None
+        if attention_mask is not None:
+            mask = key_padding_to_mask(attention_mask, b, k.shape[2], who, like)
+        out, _ = attention_forward(
+            q, k, v, mask=mask, causal=True, training=False, scale=self.scale
+        )
+        return self.c_proj.forward(merge_heads(out))  # (B, Tn, C); resid_dropout is off
+
     def backward(self, dout: Any) -> Any:
+        _refuse_backward(self, "GPT2Attention")
         d = self.c_proj.backward(self.resid_dropout.backward(dout))  # (B, T, C)
         grads: dict[str, Any] = {}
         dq, dk, dv = attention_backward(split_heads(d, self.n_head), self._cache, grads)
@@ -281,12 +347,28 @@ class GPT2Block(Module):
 
     def forward(self, x: Any, attention_mask: Any = None) -> Any:
         """x: (B, T, C) -> (B, T, C)."""
+        self._cached_call = False
         a = residual_forward(
             x, lambda h: self.attn.forward(h, attention_mask), self.ln_1, None, True
         )
         return residual_forward(a, self.mlp.forward, self.ln_2, None, True)
 
+    def forward_cached(self, x_new: Any, cache: KVCache, attention_mask: Any = None) -> Any:
+        """The block on the new positions only, **inference only**: x_new (B, Tn, C) ->
+        (B, Tn, C), with ``GPT2Attention.forward_cached`` (``cache`` is this layer's)."""
+        _check_inference(self, "GPT2Block")
+        self._cached_call = True
+        a = residual_forward(
+            x_new,
+            lambda h: self.attn.forward_cached(h, cache, attention_mask),
+            self.ln_1,
+            None,
+            True,
+        )
+        return residual_forward(a, self.mlp.forward, self.ln_2, None, True)
+
     def backward(self, dout: Any) -> Any:
+        _refuse_backward(self, "GPT2Block")
         da = residual_backward(dout, self.mlp.backward, self.ln_2, None, True)
         return residual_backward(da, self.attn.backward, self.ln_1, None, True)
 
@@ -320,6 +402,7 @@ class GPT2Model(Module):
         self.drop = Dropout(c.embd_pdrop)
         self.h = ModuleList([GPT2Block(c, i) for i in range(c.n_layer)])
         self.ln_f = LayerNorm(c.n_embd, c.layer_norm_epsilon)
+        self._cached_call = False
         _init_gpt2(self, c)
 
     @classmethod
@@ -337,6 +420,7 @@ class GPT2Model(Module):
                 f"be embedded; give at most {c.n_positions} tokens"
             )
         check_model_inputs("GPT-2", input_ids, attention_mask, c.vocab_size, c.n_positions, like)
+        self._cached_call = False
         t = input_ids.shape[1]
         xp = get_array_module(like)
         e = self.wte.forward(input_ids)  # (B, T, C)
@@ -346,7 +430,63 @@ class GPT2Model(Module):
             h = block.forward(h, attention_mask)  # (B, T, C)
         return self.ln_f.forward(h)
 
+    def new_cache(self) -> list[KVCache]:
+        """One empty ``KVCache`` per block, for ``forward_cached``."""
+        return [KVCache() for _ in self.h]
+
+    def forward_cached(
+        self, input_ids_new: Any, caches: list[KVCache], attention_mask: Any = None
+    ) -> Any:
+        """The stack on the new positions only, **inference only** (eval mode, no backward
+        afterwards): input_ids_new (B, Tn) -> hidden states (B, Tn, C) after ``ln_f``.
+
+        ``caches``: one ``KVCache`` per block (``new_cache()``), holding the keys and values of
+        the positions read so far; the new positions continue from there (``wpe`` rows
+        past_len .. past_len + Tn - 1, past_len the cached length), so the rows equal
+        ``forward``'s on the whole sequence. ``attention_mask`` (B, past_len + Tn) covers every
+        position read so far, new ones included.
+        """
+        c = self.config
+        who = "GPT-2 forward_cached"
+        _check_inference(self, who)
+        if not isinstance(caches, (list, tuple)) or len(caches) != len(self.h) or not all(
+            isinstance(k, KVCache) for k in caches
+        ):
+            raise TypeError(
+                f"{who}: caches must be a list of {len(self.h)} KVCache (one a layer, "
+                f"model.new_cache()), got {type(caches).__name__}"
+                + (f" of length {len(caches)}" if isinstance(caches, (list, tuple)) else "")
+            )
+        past = caches[0].length
+        if any(k.length != past for k in caches):
+            raise ValueError(f"{who}: the layers' caches hold different lengths")
+        like = self.wte.weight.data
+        check_array(who, "input_ids_new", input_ids_new, like)
+        if input_ids_new.ndim != 2 or input_ids_new.shape[1] == 0:
+            raise ValueError(
+                f"{who}: input_ids_new expected (B, Tn) with Tn >= 1, got shape "
+                f"{tuple(input_ids_new.shape)}"
+            )
+        b, tn = (int(n) for n in input_ids_new.shape)
+        if past and caches[0].batch != b:
+            raise ValueError(
+                f"{who}: input_ids_new has {b} rows, the caches {caches[0].batch}"
+            )
+        if past + tn > c.n_positions:
+            raise ValueError(
+                f"{who}: {past} cached + {tn} new positions = {past + tn} is longer than the "
+                f"position table (n_positions={c.n_positions})"
+            )
+        xp = get_array_module(like)
+        self._cached_call = True
+        e = self.wte.forward(input_ids_new)  # (B, Tn, C)
+        h = e + self.wpe.forward(xp.arange(past, past + tn))  # (Tn, C); drop is off
+        for block, cache in zip(self.h, caches, strict=True):
+            h = block.forward_cached(h, cache, attention_mask)  # (B, Tn, C)
+        return self.ln_f.forward(h)
+
     def backward(self, dout: Any) -> None:
+        _refuse_backward(self, "GPT2Model")
         d = self.ln_f.backward(dout)
         for block in reversed(self.h):
             d = block.backward(d)
@@ -412,6 +552,7 @@ class GPT2LMHeadModel(Module):
             self.lm_head.weight = self.transformer.wte.weight
         else:
             nn_init.normal_(self.lm_head.weight, config.initializer_range)
+        self._cached_call = False
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> GPT2LMHeadModel:
@@ -419,10 +560,27 @@ class GPT2LMHeadModel(Module):
         return cls(GPT2Config.from_dict(cfg))
 
     def forward(self, input_ids: Any, attention_mask: Any = None) -> Any:
+        self._cached_call = False
         h = self.transformer.forward(input_ids, attention_mask)  # (B, T, C)
         return self.lm_head.forward(h)  # (B, T, V)
 
+    def new_cache(self) -> list[KVCache]:
+        """One empty ``KVCache`` per block, for ``forward_cached``."""
+        return self.transformer.new_cache()
+
+    def forward_cached(
+        self, input_ids_new: Any, caches: list[KVCache], attention_mask: Any = None
+    ) -> Any:
+        """Logits (B, Tn, V) of the new positions only, **inference only** (eval mode; backward
+        afterwards raises): see ``GPT2Model.forward_cached``. The first call may give the whole
+        prompt, later ones one token per row."""
+        _check_inference(self, "GPT2LMHeadModel.forward_cached")
+        h = self.transformer.forward_cached(input_ids_new, caches, attention_mask)
+        self._cached_call = True
+        return self.lm_head.forward(h)  # (B, Tn, V)
+
     def backward(self, dlogits: Any) -> None:
+        _refuse_backward(self, "GPT2LMHeadModel")
         self.transformer.backward(self.lm_head.backward(dlogits))
         return None
 
@@ -437,14 +595,18 @@ class GPT2LMHeadModel(Module):
         eos_token_id: int | None = None,
         seed: int | None = None,
         pad_token_id: int | None = None,
+        use_cache: bool = True,
     ) -> Any:
         """Continue every prompt by up to ``max_new_tokens`` tokens, as Hugging Face's
         ``generate``; returns the prompt followed by the new tokens, (B, T + n) int64,
         ``n <= max_new_tokens``. ``nanotf.generation.generate(model, ...)`` is the same call.
 
         ``input_ids`` (B, T): equal-length prompts (no padding), T + max_new_tokens at most
-        ``n_positions``. Each step runs the forward on the whole prefix (no key/value cache:
-        step t recomputes all T + t positions) in eval mode and takes ``logits[:, -1]``; the
+        ``n_positions``. With ``use_cache=True`` (the default) the first step runs
+        ``forward_cached`` on the whole prompt and every later step on the one new token per row
+        (the keys and values of the earlier positions are kept in ``new_cache()``); with
+        ``use_cache=False`` each step runs the forward on the whole prefix (step t recomputes
+        all T + t positions). Both in eval mode, taking the last position's logits; the
         next token is chosen on the host in float64 by ``functional.sampling.next_token``:
         greedy ``argmax`` (``do_sample=False``), or ``logits / temperature``, top-k, top-p and a
         draw from ``numpy.random.default_rng(seed)`` (``seed=None``: a seed drawn from nanotf's
@@ -506,6 +668,8 @@ class GPT2LMHeadModel(Module):
             problem = number_problem(seed, integer=True, low=0)
             if problem is not None:
                 raise problem.error(f"{who}: seed {problem.words}, got {seed!r}")
+        if not isinstance(use_cache, bool):
+            raise TypeError(f"{who}: use_cache must be a bool, got {use_cache!r}")
 
         ids = input_ids.astype(np.int64)  # a copy: the caller's array is never touched
         if max_new_tokens == 0:
@@ -519,14 +683,21 @@ class GPT2LMHeadModel(Module):
         unfinished = np.ones(b, dtype=bool)
         was_training = self.training
         self.train(False)
+        caches = self.new_cache() if use_cache else None
+        step_ids = ids  # what the cached path reads next: the prompt, then one token a row
         try:
             for _ in range(max_new_tokens):
-                logits = to_numpy(self.forward(ids)[:, -1]).astype(np.float64)  # (B, V)
+                if caches is not None:
+                    last = self.forward_cached(step_ids, caches)[:, -1]  # (B, V)
+                else:
+                    last = self.forward(ids)[:, -1]
+                logits = to_numpy(last).astype(np.float64)  # (B, V)
                 nxt = next_token(logits, do_sample, temperature, top_k, top_p, gen)  # (B,)
                 if eos_token_id is not None:
                     nxt = np.where(unfinished, nxt, fill)
                     unfinished &= nxt != eos_token_id
-                ids = xp.concatenate([ids, xp.asarray(nxt)[:, None]], axis=1)
+                step_ids = xp.asarray(nxt)[:, None]  # (B, 1)
+                ids = xp.concatenate([ids, step_ids], axis=1)
                 if not unfinished.any():
                     break
         finally:

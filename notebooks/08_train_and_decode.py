@@ -24,7 +24,7 @@
 #
 # **Read first:** notebooks 5 (the model and teacher forcing), 6 (the loss and its floor) and 7
 # (Adam and the schedule); `nanotf/train/__init__.py` (its module docstring is one training
-# step) and `nanotf/decode.py`.
+# step) and `nanotf/decode/` (greedy.py and beam.py).
 #
 # **Runs in:** about 20 seconds on a 2-core CPU, nearly all of it training.
 

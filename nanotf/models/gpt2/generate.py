@@ -1,0 +1,112 @@
+"""The GPT-2 generation loop: the checks and the token loop behind ``GPT2LMHeadModel.generate``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ...backend import get_array_module, rng, to_numpy
+from ...checks import number_problem
+from ...functional.sampling import check_sampling_args, next_token
+from ...nn.checks import check_array, is_array
+
+
+def gpt2_generate(
+    model: Any,  # a GPT2LMHeadModel (not imported here: model.py imports this module)
+    input_ids: Any,
+    max_new_tokens: int,
+    do_sample: bool,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    eos_token_id: int | None,
+    seed: int | None,
+    pad_token_id: int | None,
+    use_cache: bool,
+) -> Any:
+    """The body of ``GPT2LMHeadModel.generate`` (see its docstring), for ``model``."""
+    c = model.config
+    like = model.transformer.wte.weight.data
+    xp = get_array_module(like)
+    who = "GPT2LMHeadModel.generate"
+    if not is_array(input_ids):
+        raise TypeError(
+            f"{who}: input_ids must be an integer array of shape (B, T), got "
+            f"{type(input_ids).__name__}"
+        )
+    check_array(who, "input_ids", input_ids, like)
+    if input_ids.ndim != 2:
+        raise ValueError(
+            f"{who}: input_ids expected (B, T) (a batch of prompts; one prompt is ids[None]), "
+            f"got shape {tuple(input_ids.shape)}"
+        )
+    if input_ids.dtype.kind not in "iu":
+        raise TypeError(f"{who}: input_ids must be integer ids, got dtype {input_ids.dtype}")
+    b, t = (int(n) for n in input_ids.shape)
+    if b == 0 or t == 0:
+        raise ValueError(
+            f"{who}: input_ids must hold at least one prompt of at least one token, got "
+            f"shape {(b, t)}"
+        )
+    lo, hi = int(input_ids.min()), int(input_ids.max())
+    if lo < 0 or hi >= c.vocab_size:
+        raise ValueError(
+            f"{who}: input_ids must lie in [0, vocab_size={c.vocab_size}), got a value of "
+            f"{lo if lo < 0 else hi}"
+        )
+    problem = number_problem(max_new_tokens, integer=True, low=0)
+    if problem is not None:
+        raise problem.error(f"{who}: max_new_tokens {problem.words}, got {max_new_tokens!r}")
+    if t + max_new_tokens > c.n_positions:
+        raise ValueError(
+            f"{who}: prompt length {t} + max_new_tokens {max_new_tokens} = "
+            f"{t + max_new_tokens} is longer than the position table "
+            f"(n_positions={c.n_positions}); give at most {c.n_positions - t} new tokens"
+        )
+    check_sampling_args(do_sample, temperature, top_k, top_p)
+    for name, value in (("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
+        if value is None:
+            continue
+        problem = number_problem(value, integer=True, low=0, high=c.vocab_size, high_open=True)
+        if problem is not None:
+            raise problem.error(f"{who}: {name} {problem.words}, got {value!r}")
+    if seed is not None:
+        problem = number_problem(seed, integer=True, low=0)
+        if problem is not None:
+            raise problem.error(f"{who}: seed {problem.words}, got {seed!r}")
+    if not isinstance(use_cache, bool):
+        raise TypeError(f"{who}: use_cache must be a bool, got {use_cache!r}")
+
+    ids = input_ids.astype(np.int64)  # a copy: the caller's array is never touched
+    if max_new_tokens == 0:
+        return ids
+    gen = None
+    if do_sample:
+        if seed is None:
+            seed = int(rng().integers(0, 2**62))
+        gen = np.random.default_rng(int(seed))
+    fill = pad_token_id if pad_token_id is not None else eos_token_id
+    unfinished = np.ones(b, dtype=bool)
+    was_training = model.training
+    model.train(False)
+    caches = model.new_cache() if use_cache else None
+    step_ids = ids  # what the cached path reads next: the prompt, then one token a row
+    try:
+        for _ in range(max_new_tokens):
+            if caches is not None:
+                last = model.forward_cached(step_ids, caches)[:, -1]  # (B, V)
+            else:
+                last = model.forward(ids)[:, -1]
+            logits = to_numpy(last).astype(np.float64)  # (B, V)
+            nxt = next_token(logits, do_sample, temperature, top_k, top_p, gen)  # (B,)
+            if eos_token_id is not None:
+                nxt = np.where(unfinished, nxt, fill)
+                unfinished &= nxt != eos_token_id
+            step_ids = xp.asarray(nxt)[:, None]  # (B, 1)
+            ids = xp.concatenate([ids, step_ids], axis=1)
+            if not unfinished.any():
+                break
+    finally:
+        model.train(was_training)
+    return ids

@@ -26,35 +26,83 @@ def gpt2_generate(
     use_cache: bool,
 ) -> Any:
     """The body of ``GPT2LMHeadModel.generate`` (see its docstring), for ``model``."""
+    _check_generate_args(
+        model, input_ids, max_new_tokens, do_sample, temperature, top_k, top_p,
+        eos_token_id, seed, pad_token_id, use_cache,
+    )
+    ids = input_ids.astype(np.int64)  # a copy: the caller's array is never touched
+    if max_new_tokens == 0:
+        return ids
+    gen = None
+    if do_sample:
+        if seed is None:
+            seed = int(rng().integers(0, 2**62))
+        gen = np.random.default_rng(int(seed))
+    was_training = model.training
+    model.train(False)
+    try:
+        return _token_loop(
+            model, ids, max_new_tokens, do_sample, temperature, top_k, top_p, gen,
+            eos_token_id, pad_token_id, use_cache,
+        )
+    finally:
+        model.train(was_training)
+
+
+def _token_loop(
+    model: Any,
+    ids: Any,
+    max_new_tokens: int,
+    do_sample: bool,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    gen: Any,
+    eos_token_id: int | None,
+    pad_token_id: int | None,
+    use_cache: bool,
+) -> Any:
+    """Add one token per row per step: ids (B, T) -> (B, T + n), n <= max_new_tokens."""
+    xp = get_array_module(ids)
+    fill = pad_token_id if pad_token_id is not None else eos_token_id
+    unfinished = np.ones(ids.shape[0], dtype=bool)
+    caches = model.new_cache() if use_cache else None
+    step_ids = ids  # what the cached path reads next: the prompt, then one token a row
+    for _ in range(max_new_tokens):
+        if caches is not None:
+            last = model.forward_cached(step_ids, caches)[:, -1]  # (B, V)
+        else:
+            last = model.forward(ids)[:, -1]
+        logits = to_numpy(last).astype(np.float64)  # (B, V)
+        nxt = next_token(logits, do_sample, temperature, top_k, top_p, gen)  # (B,)
+        if eos_token_id is not None:
+            nxt = np.where(unfinished, nxt, fill)
+            unfinished &= nxt != eos_token_id
+        step_ids = xp.asarray(nxt)[:, None]  # (B, 1)
+        ids = xp.concatenate([ids, step_ids], axis=1)
+        if not unfinished.any():
+            break
+    return ids
+
+
+def _check_generate_args(
+    model: Any,
+    input_ids: Any,
+    max_new_tokens: int,
+    do_sample: bool,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    eos_token_id: int | None,
+    seed: int | None,
+    pad_token_id: int | None,
+    use_cache: bool,
+) -> None:
+    """Every argument of ``generate`` checked before anything runs (one clear error each)."""
     c = model.config
     like = model.transformer.wte.weight.data
-    xp = get_array_module(like)
     who = "GPT2LMHeadModel.generate"
-    if not is_array(input_ids):
-        raise TypeError(
-            f"{who}: input_ids must be an integer array of shape (B, T), got "
-            f"{type(input_ids).__name__}"
-        )
-    check_array(who, "input_ids", input_ids, like)
-    if input_ids.ndim != 2:
-        raise ValueError(
-            f"{who}: input_ids expected (B, T) (a batch of prompts; one prompt is ids[None]), "
-            f"got shape {tuple(input_ids.shape)}"
-        )
-    if input_ids.dtype.kind not in "iu":
-        raise TypeError(f"{who}: input_ids must be integer ids, got dtype {input_ids.dtype}")
-    b, t = (int(n) for n in input_ids.shape)
-    if b == 0 or t == 0:
-        raise ValueError(
-            f"{who}: input_ids must hold at least one prompt of at least one token, got "
-            f"shape {(b, t)}"
-        )
-    lo, hi = int(input_ids.min()), int(input_ids.max())
-    if lo < 0 or hi >= c.vocab_size:
-        raise ValueError(
-            f"{who}: input_ids must lie in [0, vocab_size={c.vocab_size}), got a value of "
-            f"{lo if lo < 0 else hi}"
-        )
+    t = _check_prompt(who, input_ids, like, c.vocab_size)
     problem = number_problem(max_new_tokens, integer=True, low=0)
     if problem is not None:
         raise problem.error(f"{who}: max_new_tokens {problem.words}, got {max_new_tokens!r}")
@@ -78,35 +126,32 @@ def gpt2_generate(
     if not isinstance(use_cache, bool):
         raise TypeError(f"{who}: use_cache must be a bool, got {use_cache!r}")
 
-    ids = input_ids.astype(np.int64)  # a copy: the caller's array is never touched
-    if max_new_tokens == 0:
-        return ids
-    gen = None
-    if do_sample:
-        if seed is None:
-            seed = int(rng().integers(0, 2**62))
-        gen = np.random.default_rng(int(seed))
-    fill = pad_token_id if pad_token_id is not None else eos_token_id
-    unfinished = np.ones(b, dtype=bool)
-    was_training = model.training
-    model.train(False)
-    caches = model.new_cache() if use_cache else None
-    step_ids = ids  # what the cached path reads next: the prompt, then one token a row
-    try:
-        for _ in range(max_new_tokens):
-            if caches is not None:
-                last = model.forward_cached(step_ids, caches)[:, -1]  # (B, V)
-            else:
-                last = model.forward(ids)[:, -1]
-            logits = to_numpy(last).astype(np.float64)  # (B, V)
-            nxt = next_token(logits, do_sample, temperature, top_k, top_p, gen)  # (B,)
-            if eos_token_id is not None:
-                nxt = np.where(unfinished, nxt, fill)
-                unfinished &= nxt != eos_token_id
-            step_ids = xp.asarray(nxt)[:, None]  # (B, 1)
-            ids = xp.concatenate([ids, step_ids], axis=1)
-            if not unfinished.any():
-                break
-    finally:
-        model.train(was_training)
-    return ids
+
+def _check_prompt(who: str, input_ids: Any, like: Any, vocab_size: int) -> int:
+    """input_ids must be a (B, T) integer array of ids in range, B and T >= 1; returns T."""
+    if not is_array(input_ids):
+        raise TypeError(
+            f"{who}: input_ids must be an integer array of shape (B, T), got "
+            f"{type(input_ids).__name__}"
+        )
+    check_array(who, "input_ids", input_ids, like)
+    if input_ids.ndim != 2:
+        raise ValueError(
+            f"{who}: input_ids expected (B, T) (a batch of prompts; one prompt is ids[None]), "
+            f"got shape {tuple(input_ids.shape)}"
+        )
+    if input_ids.dtype.kind not in "iu":
+        raise TypeError(f"{who}: input_ids must be integer ids, got dtype {input_ids.dtype}")
+    b, t = (int(n) for n in input_ids.shape)
+    if b == 0 or t == 0:
+        raise ValueError(
+            f"{who}: input_ids must hold at least one prompt of at least one token, got "
+            f"shape {(b, t)}"
+        )
+    lo, hi = int(input_ids.min()), int(input_ids.max())
+    if lo < 0 or hi >= vocab_size:
+        raise ValueError(
+            f"{who}: input_ids must lie in [0, vocab_size={vocab_size}), got a value of "
+            f"{lo if lo < 0 else hi}"
+        )
+    return t

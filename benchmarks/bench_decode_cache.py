@@ -50,7 +50,7 @@ def main() -> None:
         n_decoder_layers=args.layers,
         d_ff=4 * d,
         dropout=0.1,
-        max_len=args.tokens + 8,
+        max_len=max(args.tokens, args.src_len) + 8,  # the table holds the source and the output
     )
     model.out_proj.bias.data[EOS_ID] = -1e4  # never stop early: every row writes --tokens
     rng = np.random.default_rng(0)

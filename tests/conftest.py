@@ -503,6 +503,22 @@ def to_strict(model: Module) -> None:
         p.data, p.grad = strict_mod.asarray(p.data), strict_mod.asarray(p.grad)
 
 
+def assert_model_same_on_strict(model: Module, inputs: Sequence[Any], douts: Sequence[Any]) -> None:
+    """``model.forward(*inputs)`` and ``model.backward(*douts)`` on NumPy, then again with the
+    model on the strict CuPy stand-in (no silent host conversion, as CuPy would refuse): the
+    output and every parameter gradient are bit-identical. Leaves the model on the stand-in."""
+    want = model.forward(*inputs)
+    model.backward(*douts)
+    grads = {n: p.grad.copy() for n, p in model.named_parameters()}
+    model.zero_grad()
+    to_strict(model)
+    got = model.forward(*(strict_mod.asarray(a) for a in inputs))
+    model.backward(*(strict_mod.asarray(d) for d in douts))
+    np.testing.assert_array_equal(nanotf.to_numpy(got), want)
+    for n, p in model.named_parameters():
+        np.testing.assert_array_equal(nanotf.to_numpy(p.grad), grads[n], err_msg=n)
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """``NANOTF_ERROR_TABLE=1 pytest ...`` prints the worst errors seen, per op."""
     if not os.environ.get("NANOTF_ERROR_TABLE") or not (WORST or FD_WORST):

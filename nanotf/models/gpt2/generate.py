@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -12,72 +12,57 @@ from ...functional.sampling import check_sampling_args, next_token
 from ...nn.checks import check_array, is_array
 
 
-def gpt2_generate(
-    model: Any,  # a GPT2LMHeadModel (not imported here: model.py imports this module)
-    input_ids: Any,
-    max_new_tokens: int,
-    do_sample: bool,
-    temperature: float,
-    top_k: int | None,
-    top_p: float | None,
-    eos_token_id: int | None,
-    seed: int | None,
-    pad_token_id: int | None,
-    use_cache: bool,
-) -> Any:
-    """The body of ``GPT2LMHeadModel.generate`` (see its docstring), for ``model``."""
-    _check_generate_args(
-        model, input_ids, max_new_tokens, do_sample, temperature, top_k, top_p,
-        eos_token_id, seed, pad_token_id, use_cache,
-    )
+class GenerateArgs(NamedTuple):
+    """The settings of one ``generate`` call (see ``GPT2LMHeadModel.generate``)."""
+
+    max_new_tokens: int
+    do_sample: bool
+    temperature: float
+    top_k: int | None
+    top_p: float | None
+    eos_token_id: int | None
+    seed: int | None
+    pad_token_id: int | None
+    use_cache: bool
+
+
+def gpt2_generate(model: Any, input_ids: Any, args: GenerateArgs) -> Any:
+    """The body of ``GPT2LMHeadModel.generate`` (see its docstring), for ``model`` (a
+    GPT2LMHeadModel, not imported here: model.py imports this module)."""
+    _check_generate_args(model, input_ids, args)
     ids = input_ids.astype(np.int64)  # a copy: the caller's array is never touched
-    if max_new_tokens == 0:
+    if args.max_new_tokens == 0:
         return ids
     gen = None
-    if do_sample:
-        if seed is None:
-            seed = int(rng().integers(0, 2**62))
+    if args.do_sample:
+        seed = int(rng().integers(0, 2**62)) if args.seed is None else args.seed
         gen = np.random.default_rng(int(seed))
     was_training = model.training
     model.train(False)
     try:
-        return _token_loop(
-            model, ids, max_new_tokens, do_sample, temperature, top_k, top_p, gen,
-            eos_token_id, pad_token_id, use_cache,
-        )
+        return _token_loop(model, ids, args, gen)
     finally:
         model.train(was_training)
 
 
-def _token_loop(
-    model: Any,
-    ids: Any,
-    max_new_tokens: int,
-    do_sample: bool,
-    temperature: float,
-    top_k: int | None,
-    top_p: float | None,
-    gen: Any,
-    eos_token_id: int | None,
-    pad_token_id: int | None,
-    use_cache: bool,
-) -> Any:
+def _token_loop(model: Any, ids: Any, args: GenerateArgs, gen: Any) -> Any:
     """Add one token per row per step: ids (B, T) -> (B, T + n), n <= max_new_tokens."""
     xp = get_array_module(ids)
-    fill = pad_token_id if pad_token_id is not None else eos_token_id
+    eos = args.eos_token_id
+    fill = args.pad_token_id if args.pad_token_id is not None else eos
     unfinished = np.ones(ids.shape[0], dtype=bool)
-    caches = model.new_cache() if use_cache else None
+    caches = model.new_cache() if args.use_cache else None
     step_ids = ids  # what the cached path reads next: the prompt, then one token a row
-    for _ in range(max_new_tokens):
+    for _ in range(args.max_new_tokens):
         if caches is not None:
             last = model.forward_cached(step_ids, caches)[:, -1]  # (B, V)
         else:
             last = model.forward(ids)[:, -1]
         logits = to_numpy(last).astype(np.float64)  # (B, V)
-        nxt = next_token(logits, do_sample, temperature, top_k, top_p, gen)  # (B,)
-        if eos_token_id is not None:
-            nxt = np.where(unfinished, nxt, fill)
-            unfinished &= nxt != eos_token_id
+        nxt = next_token(logits, args.do_sample, args.temperature, args.top_k, args.top_p, gen)
+        if eos is not None:
+            nxt = np.where(unfinished, nxt, fill)  # (B,)
+            unfinished &= nxt != eos
         step_ids = xp.asarray(nxt)[:, None]  # (B, 1)
         ids = xp.concatenate([ids, step_ids], axis=1)
         if not unfinished.any():
@@ -85,24 +70,13 @@ def _token_loop(
     return ids
 
 
-def _check_generate_args(
-    model: Any,
-    input_ids: Any,
-    max_new_tokens: int,
-    do_sample: bool,
-    temperature: float,
-    top_k: int | None,
-    top_p: float | None,
-    eos_token_id: int | None,
-    seed: int | None,
-    pad_token_id: int | None,
-    use_cache: bool,
-) -> None:
+def _check_generate_args(model: Any, input_ids: Any, args: GenerateArgs) -> None:
     """Every argument of ``generate`` checked before anything runs (one clear error each)."""
     c = model.config
     like = model.transformer.wte.weight.data
     who = "GPT2LMHeadModel.generate"
     t = _check_prompt(who, input_ids, like, c.vocab_size)
+    max_new_tokens = args.max_new_tokens
     problem = number_problem(max_new_tokens, integer=True, low=0)
     if problem is not None:
         raise problem.error(f"{who}: max_new_tokens {problem.words}, got {max_new_tokens!r}")
@@ -112,19 +86,20 @@ def _check_generate_args(
             f"{t + max_new_tokens} is longer than the position table "
             f"(n_positions={c.n_positions}); give at most {c.n_positions - t} new tokens"
         )
-    check_sampling_args(do_sample, temperature, top_k, top_p)
-    for name, value in (("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
+    check_sampling_args(args.do_sample, args.temperature, args.top_k, args.top_p)
+    for name in ("eos_token_id", "pad_token_id"):
+        value = getattr(args, name)
         if value is None:
             continue
         problem = number_problem(value, integer=True, low=0, high=c.vocab_size, high_open=True)
         if problem is not None:
             raise problem.error(f"{who}: {name} {problem.words}, got {value!r}")
-    if seed is not None:
-        problem = number_problem(seed, integer=True, low=0)
+    if args.seed is not None:
+        problem = number_problem(args.seed, integer=True, low=0)
         if problem is not None:
-            raise problem.error(f"{who}: seed {problem.words}, got {seed!r}")
-    if not isinstance(use_cache, bool):
-        raise TypeError(f"{who}: use_cache must be a bool, got {use_cache!r}")
+            raise problem.error(f"{who}: seed {problem.words}, got {args.seed!r}")
+    if not isinstance(args.use_cache, bool):
+        raise TypeError(f"{who}: use_cache must be a bool, got {args.use_cache!r}")
 
 
 def _check_prompt(who: str, input_ids: Any, like: Any, vocab_size: int) -> int:

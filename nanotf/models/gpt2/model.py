@@ -12,7 +12,7 @@ from ...nn.checks import check_array, is_array
 from ...nn.kv_cache import KVCache
 from ..huggingface import check_model_inputs, init_like_hf
 from .config import GPT2Config
-from .generate import gpt2_generate
+from .generate import GenerateArgs, gpt2_generate
 from .layers import Conv1D, GPT2Block, _check_inference, _refuse_backward
 
 
@@ -262,19 +262,11 @@ class GPT2LMHeadModel(Module):
         result may be shorter than T + max_new_tokens) or after ``max_new_tokens`` steps.
         ``max_new_tokens=0`` returns (a copy of) the prompt.
         """
-        return gpt2_generate(
-            self,
-            input_ids,
-            max_new_tokens,
-            do_sample,
-            temperature,
-            top_k,
-            top_p,
-            eos_token_id,
-            seed,
-            pad_token_id,
-            use_cache,
+        args = GenerateArgs(
+            max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, seed,
+            pad_token_id, use_cache,
         )
+        return gpt2_generate(self, input_ids, args)
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> dict[str, list[str]]:
         """As ``Module.load_state_dict``, skipping the old causal-mask buffers (see

@@ -35,7 +35,7 @@ from nanotf.data import (
     number_to_words,
 )
 
-TASK_NAMES = ["copy", "reverse", "sort", "numbers", "dates"]
+TASK_NAMES = ["copy", "reverse", "sort", "numbers", "dates", "addition"]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -23,7 +23,11 @@ Three pieces, bottom to top:
    sort       ``"cabjj"``                         ``"abcjj"``
    numbers    ``"three hundred forty-two"``       ``"342"``
    dates      ``"march 5, 1999"``                 ``"1999-03-05"``
+   addition   ``"12+34"``                         ``"46"``
    =========  ==================================  ==========================
+
+   For the decoder-only GPT, :class:`LMTask` (:mod:`~nanotf.tasks.lm`) writes each pair as one
+   sequence, ``<bos> 12+34=46 <eos>``, and :func:`lm_batch` pads such sequences.
 
    ``task.splits(n_train, n_heldout, seed)`` gives a training set and a held-out set whose
    sources never occur in the training set, so held-out accuracy measures generalisation, not
@@ -54,9 +58,11 @@ from typing import Any
 
 from ..text.specials import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
 from ..text.vocab import Vocab
+from .arithmetic import MAX_DIGITS, addition_task
 from .base import MAX_SPLIT_PAIRS, Pair, RngLike, Task
 from .batching import Batch, batches, make_batch
 from .dates import DATE_FORMATS, FIRST_DATE, LAST_DATE, date_to_text, dates_task
+from .lm import SEPARATOR, LMBatch, LMTask, lm_batch
 from .numbers import number_to_words, numbers_task
 from .strings import DEFAULT_ALPHABET, MAX_STRING_LEN, copy_task, reverse_task, sort_task
 
@@ -66,10 +72,14 @@ __all__ = [
     "DEFAULT_ALPHABET",
     "EOS_ID",
     "FIRST_DATE",
+    "LMBatch",
+    "LMTask",
     "LAST_DATE",
+    "MAX_DIGITS",
     "MAX_SPLIT_PAIRS",
     "MAX_STRING_LEN",
     "PAD_ID",
+    "SEPARATOR",
     "SPECIAL_TOKENS",
     "TASKS",
     "UNK_ID",
@@ -78,11 +88,13 @@ __all__ = [
     "RngLike",
     "Task",
     "Vocab",
+    "addition_task",
     "batches",
     "copy_task",
     "date_to_text",
     "dates_task",
     "get_task",
+    "lm_batch",
     "make_batch",
     "number_to_words",
     "numbers_task",
@@ -97,6 +109,7 @@ TASKS: dict[str, Callable[..., Task]] = {
     "sort": sort_task,
     "numbers": numbers_task,
     "dates": dates_task,
+    "addition": addition_task,
 }
 
 

@@ -7,12 +7,15 @@ Commands:
   options it trains the default run on the CPU (NumPy) in a couple of minutes.
 * ``translate``: decode inputs with a trained checkpoint (greedy, or beam search with
   ``--beam N``).
+* ``generate``: continue prompts with a trained GPT checkpoint (``train --model gpt``), greedy
+  or sampled (``--sample``, ``--temperature``, ``--top-k``, ``--top-p``, ``--seed``).
 * ``attention``: plot a pretrained BERT's attention maps for a sentence.
 * ``embed``: sentence embeddings of a pretrained BERT and their cosine similarities.
 
-The package holds one file per command (``train.py``, ``translate.py``, ``attention.py``,
-``embed.py``) and the shared parts: ``registry.py`` (the commands and the parser), ``errors.py``
-(``CLIError``, switching backends), ``paths.py`` (output paths checked before any work).
+The package holds one file per command (``train.py``, ``translate.py``, ``generate.py``,
+``attention.py``, ``embed.py``) and the shared parts: ``registry.py`` (the commands and the
+parser), ``errors.py`` (``CLIError``, switching backends), ``paths.py`` (output paths checked
+before any work).
 
 Adding a command: write ``add_arguments(parser)`` and ``run(args) -> exit code``, and register
 them::
@@ -46,6 +49,7 @@ from typing import Any
 
 from . import attention, embed
 from .errors import CLIError
+from .generate import generate_command
 from .paths import check_output_dir, check_output_file
 from .registry import SUBCOMMANDS, Subcommand, build_parser, subcommand
 from .train import train_command
@@ -60,6 +64,7 @@ __all__ = [
     "check_output_file",
     "attention_command",
     "embed_command",
+    "generate_command",
     "main",
     "subcommand",
     "train_command",

@@ -1,5 +1,6 @@
-"""``python -m nanotf train``: train a Transformer on a built-in task, print held-out results,
-save a checkpoint, a loss curve and the history, end with one line of JSON.
+"""``python -m nanotf train``: train a Transformer (or, with ``--model gpt``, a GPT) on a
+built-in task, print held-out results, save a checkpoint, a loss curve and the history, end
+with one line of JSON.
 
 Ctrl-C while training or reporting saves the last completed step (exit code 130); a run that
 diverges saves nothing (exit code 3).
@@ -15,7 +16,7 @@ from typing import Any
 
 from ..backend import BACKENDS
 from ..nn.layers import ACTIVATIONS
-from ..train.config import DTYPES, OPTIMIZERS, SCHEDULES
+from ..train.config import DEFAULT_ACTIVATION, DTYPES, MODELS, OPTIMIZERS, SCHEDULES
 from .errors import CLIError, use_backend
 from .paths import check_output_dir, strict_json, write_text_atomic
 from .registry import subcommand
@@ -74,6 +75,7 @@ _TASK_OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--alphabet", "alphabet", str, "the letters of copy/reverse/sort (default: abcdefghij)"),
     ("--min-len", "min_len", int, "shortest string of copy/reverse/sort (default: 1)"),
     ("--max-len", "max_len", int, "longest string of copy/reverse/sort (default: 10)"),
+    ("--digits", "max_digits", int, "most digits of an addition operand (default: 3)"),
 ]
 
 
@@ -82,6 +84,13 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     from ..train import TrainConfig
 
     defaults = TrainConfig()
+    parser.add_argument(
+        "--model",
+        choices=list(MODELS),
+        default=None,
+        help="the encoder-decoder transformer, or gpt (decoder-only, GPT-2's layout) on the "
+        f"task written as one sequence, abc=cba (default: {defaults.model})",
+    )
     parser.add_argument(
         "--task",
         choices=list(TASKS),
@@ -98,7 +107,8 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out",
         default=None,
-        help="directory for the checkpoint, loss curve and history (default: runs/<task>)",
+        help="directory for the checkpoint, loss curve and history (default: runs/<task>, "
+        "runs/gpt-<task> with --model gpt)",
     )
     parser.add_argument(
         "--resume",
@@ -134,6 +144,8 @@ def _option_groups(parser: argparse.ArgumentParser, defaults: Any) -> None:
     group = parser.add_argument_group("model and training (defaults: the default run)")
     for flag, name, typ, choices, text in _TRAIN_OPTIONS:
         default = getattr(defaults, name)
+        if name == "activation":
+            default = ", ".join(f"{v} for {k}" for k, v in DEFAULT_ACTIVATION.items())
         if name == "norm_first":
             default = "yes" if default else "no"
         group.add_argument(
@@ -149,7 +161,7 @@ def _option_groups(parser: argparse.ArgumentParser, defaults: Any) -> None:
 
 def _config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """TrainConfig fields given on the command line."""
-    names = ["task", "backend", "seed"] + [name for _, name, _, _, _ in _TRAIN_OPTIONS]
+    names = ["model", "task", "backend", "seed"] + [name for _, name, _, _, _ in _TRAIN_OPTIONS]
     out = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     if out.get("clip_norm") == 0:
         out["clip_norm"] = None
@@ -191,12 +203,14 @@ def _by_length(
 
 @subcommand(
     "train",
-    help="train a Transformer on a built-in task",
+    help="train a Transformer (or a GPT) on a built-in task",
     add_arguments=_train_arguments,
     description=(
         "Train an encoder-decoder Transformer (hand-written backward passes, no autograd) on a "
         "built-in task. With no options: reverse strings of 1-10 letters on the CPU in a couple "
-        "of minutes.\n\nWrites <out>/checkpoint.safetensors, <out>/loss.png and "
+        "of minutes. With --model gpt: a decoder-only GPT learns the same task written as one "
+        "sequence (abc=cba) and is scored on what it writes after the '='.\n\n"
+        "Writes <out>/checkpoint.safetensors, <out>/loss.png and "
         "<out>/history.json, prints a few held-out examples and ends with one line of JSON."
     ),
 )
@@ -225,7 +239,8 @@ def train_command(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise CLIError(str(err)) from err
     cfg = trainer.config
-    out_dir = Path(args.out) if args.out else Path("runs") / cfg.task
+    default_dir = cfg.task if cfg.model == "transformer" else f"{cfg.model}-{cfg.task}"
+    out_dir = Path(args.out) if args.out else Path("runs") / default_dir
     if not args.out:
         check_output_dir(out_dir, "--out (default)", out_files)
     if trainer.step > cfg.steps:
@@ -249,7 +264,8 @@ def _train_and_report(args: argparse.Namespace, trainer: Any, out_dir: Path, sta
     ckpt_path = out_dir / CHECKPOINT_NAME
     _print_run(trainer)
     train_start, start_step = time.perf_counter(), trainer.step
-    floor = smoothed_loss_floor(cfg.label_smoothing, len(task.tgt_vocab))
+    n_classes = len(task.tgt_vocab) if trainer.lm is None else len(trainer.lm.vocab)
+    floor = smoothed_loss_floor(cfg.label_smoothing, n_classes)
     try:
         # a loss that overflows is caught by the divergence check, which says so in one line,
         # instead of a screenful of NumPy's overflow warnings first
@@ -278,14 +294,17 @@ def _print_run(trainer: Any) -> None:
     """Three lines: the task, the data, the model and its optimisation."""
     cfg, task = trainer.config, trainer.task
     n_params = trainer.model.num_parameters()
-    print(f"task {task.name!r}: {task.description}")
+    described = task.description if trainer.lm is None else trainer.lm.description
+    print(f"task {task.name!r}: {described}")
     print(
         f"data: {len(trainer.train_pairs)} training pairs, {len(trainer.heldout_pairs)} held-out "
         f"pairs (disjoint); batch {cfg.batch_size}, {cfg.steps} steps"
     )
+    layers = f"{cfg.n_layers}+{cfg.n_layers}" if cfg.model == "transformer" else cfg.n_layers
+    kind = "Transformer" if cfg.model == "transformer" else "GPT (pre-LN, tied head)"
     print(
-        f"model: Transformer, {cfg.n_layers}+{cfg.n_layers} layers, d_model {cfg.d_model}, "
-        f"{cfg.n_heads} heads, d_ff {cfg.d_ff}, {n_params:,} parameters; "
+        f"model: {kind}, {layers} layers, d_model {cfg.d_model}, "
+        f"{cfg.n_heads} heads, d_ff {cfg.d_ff} ({cfg.activation}), {n_params:,} parameters; "
         f"{cfg.backend} {cfg.dtype}; {cfg.optimizer} lr {cfg.lr:g} ({cfg.schedule}, warm-up "
         f"{cfg.warmup}), label smoothing {cfg.label_smoothing:g}"
     )
@@ -299,7 +318,8 @@ def _report_heldout(args: argparse.Namespace, trainer: Any, floor: float) -> dic
     final = trainer.last_eval
     if final is None or final["step"] != trainer.step:
         final = {"step": trainer.step, **trainer.evaluate()}
-    print(f"held-out examples (greedy decoding), {final['n']} in all:")
+    how = "greedy decoding" if trainer.lm is None else "greedy continuation after '='"
+    print(f"held-out examples ({how}), {final['n']} in all:")
     for src, tgt, got in final["examples"][: max(args.samples, 0)]:
         mark = "ok" if got == tgt else f"WRONG, expected {tgt!r}"
         print(f"  {src!r} -> {got!r}  {mark}")
@@ -330,7 +350,7 @@ def _save_results(
         plot = plot_loss_curve(
             trainer.history,
             out_dir / "loss.png",
-            title=f"nanotf train --task {trainer.config.task}",
+            title=f"nanotf train --model {trainer.config.model} --task {trainer.config.task}",
             floor=floor,
         )
         write_text_atomic(out_dir / "history.json", strict_json(trainer.history.to_dict()) + "\n")
@@ -359,6 +379,7 @@ def _summary(
     if n_new and h.seconds:
         step_seconds = h.seconds[-1] - (h.seconds[-n_new - 1] if len(h.seconds) > n_new else 0.0)
     return {
+        "model": cfg.model,
         "task": cfg.task,
         "steps": trainer.step,
         **timing,

@@ -1,4 +1,5 @@
-"""Training the encoder–decoder Transformer without autograd: the loop, written out.
+"""Training the encoder–decoder Transformer (or, with ``model="gpt"``, a decoder-only GPT: see
+:mod:`nanotf.train.lm`) without autograd: the loop, written out.
 
 One training step, as :meth:`Trainer.train_step` does it::
 
@@ -37,7 +38,7 @@ whole output string right). Evaluation draws no random numbers, so it does not c
 
 The package, by what each file holds: ``config.py`` (:class:`TrainConfig` and the names it
 accepts), ``checks.py`` (the value checks), ``factories.py`` (model, optimizer, schedule),
-``history.py`` (what a run records), ``divergence.py``, ``interrupts.py``, ``threads.py``,
+``lm.py`` (GPT's model, loss and evaluation), ``history.py`` (what a run records), ``divergence.py``, ``interrupts.py``, ``threads.py``,
 ``rng_state.py``, ``resume.py`` (checkpoints read back, :func:`load_model`); the loop itself,
 :class:`Trainer`, is here (tests replace ``nanotf.train.clip_grad_norm`` and
 ``nanotf.train.greedy_decode`` to interrupt a step: the loop looks them up in this module).
@@ -57,19 +58,21 @@ import numpy as np
 
 from ..backend import get_backend, manual_seed, set_backend, set_default_dtype, to_numpy
 from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from ..data import PAD_ID, Batch, Task, make_batch
+from ..data import PAD_ID, Batch, LMBatch, LMTask, Task, lm_batch, make_batch
 from ..decode import beam_search, greedy_decode, translate
 from ..functional import cross_entropy_backward, cross_entropy_forward
 from ..optim import LRScheduler, clip_grad_norm
-from .config import DTYPES, MODEL_FIELDS, OPTIMIZERS, SCHEDULES, TrainConfig, make_task
+from .config import DTYPES, MODEL_FIELDS, MODELS, OPTIMIZERS, SCHEDULES, TrainConfig, make_task
 from .divergence import TrainingDiverged, check_finite
 from .factories import build_model, lr_schedule, make_optimizer, resolved_max_len
 from .history import History, smoothed_loss_floor
 from .interrupts import interrupts_deferred
+from .lm import build_gpt, continue_prompts, lm_evaluate_batch, lm_loss
 from .resume import (
     check_fits,
     check_model_state,
     check_optimizer_state,
+    load_gpt,
     load_model,
     restore_training_state,
     saved_config,
@@ -81,6 +84,7 @@ from .threads import blas_threads
 
 __all__ = [
     "DTYPES",
+    "MODELS",
     "MODEL_FIELDS",
     "OPTIMIZERS",
     "SCHEDULES",
@@ -91,6 +95,7 @@ __all__ = [
     "blas_threads",
     "build_model",
     "interrupts_deferred",
+    "load_gpt",
     "load_model",
     "lr_schedule",
     "make_optimizer",
@@ -135,6 +140,8 @@ class Trainer:
         set_default_dtype(config.dtype)
         manual_seed(config.seed)
         self.task: Task = make_task(config.task, config.task_options)
+        #: the task as one sequence per pair, for model="gpt" (None for the Transformer)
+        self.lm: LMTask | None = LMTask(self.task) if config.model == "gpt" else None
         if config.max_len is None:
             config = dataclasses.replace(config, max_len=resolved_max_len(config, self.task))
         self.config = config
@@ -143,7 +150,11 @@ class Trainer:
         self.train_pairs, self.heldout_pairs = self.task.splits(
             config.n_train, config.n_heldout, config.seed
         )
-        self.model = build_model(config, self.task.src_vocab, self.task.tgt_vocab)
+        self.model: Any = (
+            build_model(config, self.task.src_vocab, self.task.tgt_vocab)
+            if self.lm is None
+            else build_gpt(config, self.lm)
+        )
         self.optimizer = make_optimizer(config, self.model)
         self.scheduler = LRScheduler(self.optimizer, lr_schedule(config))
         self.step = 0
@@ -157,7 +168,7 @@ class Trainer:
     def batches_per_epoch(self) -> int:
         return len(self.train_pairs) // self.config.batch_size
 
-    def batch_at(self, step: int) -> Batch:
+    def batch_at(self, step: int) -> Batch | LMBatch:
         """The training batch of step ``step`` (0-based): a pure function of (seed, step).
 
         Epoch ``e`` visits the training pairs in the order ``default_rng((seed, e))
@@ -170,7 +181,8 @@ class Trainer:
             self._epoch_order = (epoch, gen.permutation(len(self.train_pairs)))
         order = self._epoch_order[1]
         b = self.config.batch_size
-        return make_batch([self.train_pairs[j] for j in order[i * b : (i + 1) * b]], self.task)
+        pairs = [self.train_pairs[j] for j in order[i * b : (i + 1) * b]]
+        return make_batch(pairs, self.task) if self.lm is None else lm_batch(pairs, self.lm)
 
     # -- one step ----------------------------------------------------------------------------
     def train_step(self) -> float:
@@ -189,11 +201,13 @@ class Trainer:
         try:
             batch = self.batch_at(self.step).to_backend()
             model.train()
-            # forward, teacher forcing: read <bos> y, predict y <eos>
-            logits = model.forward(batch.src, batch.tgt_in, batch.src_mask, batch.tgt_in_mask)
-            loss, cache = cross_entropy_forward(
-                logits, batch.tgt_out, ignore_index=PAD_ID, label_smoothing=cfg.label_smoothing
-            )
+            if isinstance(batch, LMBatch):  # GPT: read <bos> x = y, predict y <eos>
+                _, loss, cache = lm_loss(model, batch, cfg.label_smoothing)
+            else:  # forward, teacher forcing: read <bos> y, predict y <eos>
+                logits = model.forward(batch.src, batch.tgt_in, batch.src_mask, batch.tgt_in_mask)
+                loss, cache = cross_entropy_forward(
+                    logits, batch.tgt_out, ignore_index=PAD_ID, label_smoothing=cfg.label_smoothing
+                )
             loss_value = float(to_numpy(loss))
             self._check_finite("loss", loss_value)
             # backward, by hand: dloss/dlogits, then every layer in reverse
@@ -321,6 +335,8 @@ class Trainer:
         pairs = list(self.heldout_pairs if pairs is None else pairs)
         if not pairs:
             raise ValueError("evaluate needs at least one (source, target) pair")
+        if self.lm is not None and beam_width != 1:
+            raise ValueError(f"GPT runs evaluate greedily (beam_width=1), got {beam_width}")
         model = self.model
         was_training = model.training
         model.eval()
@@ -330,7 +346,11 @@ class Trainer:
         with blas_threads(self.config.blas_threads):
             try:
                 for start in range(0, len(pairs), size):
-                    self._evaluate_batch(pairs[start : start + size], beam_width, totals, examples)
+                    chunk = pairs[start : start + size]
+                    if self.lm is not None:
+                        lm_evaluate_batch(model, self.lm, chunk, totals, examples)
+                    else:
+                        self._evaluate_batch(chunk, beam_width, totals, examples)
             finally:
                 model.train(was_training)
         return {
@@ -370,7 +390,12 @@ class Trainer:
             examples.append((src, tgt, text))
 
     def translate(self, texts: Sequence[str], beam_width: int = 1) -> list[str]:
-        """Outputs of the model for source ``texts`` (greedy, or beam search)."""
+        """Outputs of the model for source ``texts`` (greedy, or beam search; a GPT run
+        gives its greedy continuation of ``<bos> text =``)."""
+        if self.lm is not None:
+            if beam_width != 1:
+                raise ValueError(f"GPT runs continue prompts greedily, got beam_width={beam_width}")
+            return continue_prompts(self.model, self.lm, texts)
         return translate(
             self.model, texts, self.task.src_vocab, self.task.tgt_vocab, beam_width=beam_width
         )

@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..backend import BACKENDS
-from ..data import TASKS, Task, get_task
+from ..data import TASKS, LMTask, Task, get_task
 from ..nn.layers import ACTIVATIONS
 from .checks import check_bool, check_choice, check_int, check_real, check_str
 
 __all__ = [
+    "DEFAULT_ACTIVATION",
     "DTYPES",
+    "MODELS",
     "MODEL_FIELDS",
     "OPTIMIZERS",
     "SCHEDULES",
@@ -21,6 +23,11 @@ __all__ = [
     "make_task",
 ]
 
+#: the models a run trains: the encoder-decoder Transformer, or the decoder-only GPT (GPT-2's
+#: layout, :class:`~nanotf.models.GPT2LMHeadModel`) on the task written as one sequence
+MODELS = ("transformer", "gpt")
+#: the feed-forward activation of each model when the config leaves it None
+DEFAULT_ACTIVATION = {"transformer": "relu", "gpt": "gelu_new"}
 #: the optimizers :func:`~nanotf.train.factories.make_optimizer` builds
 OPTIMIZERS = ("adam", "adamw", "sgd")
 #: the learning-rate schedules of :func:`~nanotf.train.factories.lr_schedule`
@@ -29,6 +36,7 @@ SCHEDULES = ("cosine", "noam", "constant")
 DTYPES = ("float32", "float64")
 #: config fields that decide the model's shapes (a checkpoint must agree on them to be loaded)
 MODEL_FIELDS = (
+    "model",
     "task",
     "task_options",
     "d_model",
@@ -68,6 +76,15 @@ class TrainConfig:
     0.992 / 0.998 / 1.000 for seeds 0 / 1 / 2. (The few misses are one-letter strings: the
     held-out split holds all ten of them, so the model never trains on that length.)
 
+    ``model="gpt"`` trains the decoder-only GPT instead (``n_layers`` blocks, always pre-LN
+    with the head tied to the token embedding, so ``norm_first``, ``share_embeddings`` and
+    ``tie_output`` must stay False) on the task written as one sequence, ``abc=cba``
+    (:class:`~nanotf.tasks.lm.LMTask`); its exact match is that of the continuation after
+    ``=``. ``activation`` None is the model's own: ``relu`` for the Transformer, ``gelu_new``
+    (GPT-2's) for GPT. With ``model="gpt"`` and the other defaults, a 2-layer GPT (103k
+    parameters) reverses strings at held-out exact match 0.996 / 1.000 / 0.996 for seeds
+    0 / 1 / 2, in about 45 s on 2 cores.
+
     ``task_options`` go to the task's factory (``get_task(task, **task_options)``), e.g.
     ``{"max_len": 20}`` for longer strings. ``blas_threads`` limits the BLAS library's threads
     while training and evaluating (see :func:`blas_threads`; None leaves it alone).
@@ -80,6 +97,7 @@ class TrainConfig:
     plus 8).
     """
 
+    model: str = "transformer"
     task: str = "reverse"
     task_options: dict[str, Any] = field(default_factory=dict)
     steps: int = 2000
@@ -90,7 +108,7 @@ class TrainConfig:
     n_layers: int = 2
     d_ff: int = 256
     dropout: float = 0.0
-    activation: str = "relu"
+    activation: str | None = None  # None: DEFAULT_ACTIVATION[model]
     norm_first: bool = False
     share_embeddings: bool = False
     tie_output: bool = False
@@ -122,6 +140,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.betas, list):
             self.betas = tuple(self.betas)  # type: ignore[assignment]
+        if self.activation is None and self.model in DEFAULT_ACTIVATION:
+            self.activation = DEFAULT_ACTIVATION[self.model]
         self.validate()
 
     def validate(self) -> None:
@@ -132,6 +152,8 @@ class TrainConfig:
         if not isinstance(self.task_options, dict):
             raise ValueError(f"task_options must be a dict, got {self.task_options!r}")
         task = make_task(self.task, self.task_options)  # raises for options it does not take
+        if self.model == "gpt":
+            LMTask(task)  # raises when the task's symbols hold the separator
         self._check_sizes(task)
         self._check_numbers()
         self._check_names()
@@ -142,10 +164,20 @@ class TrainConfig:
 
     def _check_kinds(self) -> None:
         """The fields that hold a name are strings, the switches bools."""
+        check_str("model", self.model)
+        check_choice("model", self.model, MODELS)
         for name in ("task", "activation", "optimizer", "schedule", "backend", "dtype"):
             check_str(name, getattr(self, name))
         for name in ("norm_first", "share_embeddings", "tie_output"):
             check_bool(name, getattr(self, name))
+        if self.model == "gpt":
+            for name in ("norm_first", "share_embeddings", "tie_output"):
+                if getattr(self, name):
+                    raise ValueError(
+                        f"{name}=True is an option of the encoder-decoder Transformer; GPT is "
+                        "always pre-LN with its head tied to the token embedding (leave "
+                        f"{name} False with model='gpt')"
+                    )
 
     def _check_sizes(self, task: Task) -> None:
         """Counts of things: steps, widths, pairs, the split the task can supply."""

@@ -15,9 +15,13 @@ __all__ = ["build_model", "lr_schedule", "make_optimizer", "resolved_max_len"]
 
 
 def resolved_max_len(config: TrainConfig, task: Task) -> int:
-    """``config.max_len``, or when it is None: twice the task's longest sequence, plus 8."""
+    """``config.max_len``, or when it is None: for the Transformer twice the task's longest
+    sequence, plus 8; for GPT the longest whole sequence ``<bos> source = target <eos>``
+    (the prompt and continuation share the one position table)."""
     if config.max_len is not None:
         return config.max_len
+    if config.model == "gpt":
+        return task.max_src_len + task.max_tgt_len  # LMTask(task).max_seq_len
     return 2 * max(task.max_src_len, task.max_tgt_len) + 8
 
 

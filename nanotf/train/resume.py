@@ -17,18 +17,22 @@ import numpy as np
 
 from ..backend import set_default_dtype, to_numpy
 from ..checkpoint import CheckpointError, load_checkpoint
-from ..data import Vocab
+from ..data import LMTask, Task, Vocab
+from ..models.gpt2 import GPT2LMHeadModel
 from ..models.transformer import Transformer
 from ..optim import LRScheduler, Optimizer
 from .config import MODEL_FIELDS, TrainConfig, make_task
 from .factories import build_model, resolved_max_len
 from .history import History
+from .lm import build_gpt
 from .rng_state import host_rng_state, set_host_rng_state
 
 __all__ = [
     "check_fits",
     "check_model_state",
     "check_optimizer_state",
+    "MODEL_CLASSES",
+    "load_gpt",
     "load_model",
     "restore_training_state",
     "saved_config",
@@ -37,20 +41,29 @@ __all__ = [
 ]
 
 
+#: the model class a checkpoint of each ``TrainConfig.model`` holds (``extra["model"]``)
+MODEL_CLASSES = {"transformer": "Transformer", "gpt": "GPT2LMHeadModel"}
+
+
 def saved_config(ckpt: Mapping[str, Any]) -> TrainConfig | None:
     """The training config of a checkpoint (what :func:`load_checkpoint` returned), checked:
-    a Transformer's, every field of :class:`TrainConfig` present and valid. None when it
-    holds no config; otherwise a :class:`CheckpointError` naming the file and the field."""
+    a Transformer's or a GPT's, every field of :class:`TrainConfig` present and valid, its
+    ``model`` the kind the checkpoint holds. None when it holds no config; otherwise a
+    :class:`CheckpointError` naming the file and the field. (Checkpoints written before GPT
+    have no ``model`` field: they hold a Transformer.)"""
     where = ckpt["path"]
     kind = (ckpt.get("extra") or {}).get("model", "Transformer")
-    if kind != "Transformer":
+    if kind not in MODEL_CLASSES.values():
         raise CheckpointError(
-            f"checkpoint {where} holds a {kind!r} model; nanotf train and translate read "
-            "checkpoints of the encoder-decoder 'Transformer'"
+            f"checkpoint {where} holds a {kind!r} model; nanotf train, translate and generate "
+            "read checkpoints of the encoder-decoder 'Transformer' and of GPT "
+            "('GPT2LMHeadModel')"
         )
     d = ckpt.get("config")
     if d is None:
         return None
+    if isinstance(d, dict) and "model" not in d:
+        d = {**d, "model": "transformer"}
     missing = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in d]
     if missing:
         raise CheckpointError(
@@ -58,9 +71,15 @@ def saved_config(ckpt: Mapping[str, Any]) -> TrainConfig | None:
             "every field of TrainConfig)"
         )
     try:
-        return TrainConfig.from_dict(d)
+        config = TrainConfig.from_dict(d)
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint {where} has an unusable config: {err}") from err
+    if MODEL_CLASSES[config.model] != kind:
+        raise CheckpointError(
+            f"checkpoint {where}: its config says model={config.model!r}, but it holds a "
+            f"{kind!r}"
+        )
+    return config
 
 
 def saved_vocabs(ckpt: Mapping[str, Any], required: bool) -> dict[str, Vocab]:
@@ -112,28 +131,61 @@ def check_model_state(where: Any, model: Transformer, state: dict[str, Any]) -> 
         raise CheckpointError(f"checkpoint {where} does not fit the model: {shown}")
 
 
-def load_model(
-    path: str | os.PathLike[str],
-) -> tuple[Transformer, Vocab, Vocab, TrainConfig]:
-    """The trained model of a checkpoint, in eval mode, with its source and target
-    vocabularies and its config (for translating; no optimizer is built)."""
+def _trained(
+    path: str | os.PathLike[str], model: str
+) -> tuple[Any, Task, TrainConfig, dict[str, Vocab]]:
+    """The trained model of a checkpoint of kind ``model`` ("transformer" or "gpt"), in eval
+    mode, with its task, config and vocabularies; a checkpoint of the other kind is refused,
+    naming the command that reads it."""
     ckpt = load_checkpoint(path)
     where = ckpt["path"]
     config = saved_config(ckpt)
     if config is None or ckpt.get("vocabs") is None:
         raise CheckpointError(f"checkpoint {where} holds no config or vocabularies")
-    vocabs = saved_vocabs(ckpt, required=True)
-    src_vocab, tgt_vocab = vocabs["src"], vocabs["tgt"]
-    if config.max_len is None:  # as Trainer does; the shapes are checked below
-        config = dataclasses.replace(
-            config, max_len=resolved_max_len(config, make_task(config.task, config.task_options))
+    if config.model != model:
+        other = (
+            "a GPT (trained with --model gpt): continue prompts with python -m nanotf generate"
+            if config.model == "gpt"
+            else "an encoder-decoder Transformer: decode with python -m nanotf translate"
         )
+        raise CheckpointError(f"checkpoint {where} holds {other} --checkpoint {where}")
+    vocabs = saved_vocabs(ckpt, required=True)
+    task = make_task(config.task, config.task_options)
+    if config.max_len is None:  # as Trainer does; the shapes are checked below
+        config = dataclasses.replace(config, max_len=resolved_max_len(config, task))
     set_default_dtype(config.dtype)
-    model = build_model(config, src_vocab, tgt_vocab)
-    check_model_state(where, model, ckpt["model"])
-    model.load_state_dict(ckpt["model"])
-    model.eval()
-    return model, src_vocab, tgt_vocab, config
+    if model == "gpt":
+        for side, vocab in vocabs.items():
+            if vocab != getattr(task, f"{side}_vocab"):
+                raise CheckpointError(
+                    f"checkpoint {where}: its {side} vocabulary differs from task "
+                    f"{task.name!r}'s"
+                )
+        net: Any = build_gpt(config, LMTask(task))
+    else:
+        net = build_model(config, vocabs["src"], vocabs["tgt"])
+    check_model_state(where, net, ckpt["model"])
+    net.load_state_dict(ckpt["model"])
+    net.eval()
+    return net, task, config, vocabs
+
+
+def load_model(
+    path: str | os.PathLike[str],
+) -> tuple[Transformer, Vocab, Vocab, TrainConfig]:
+    """The trained Transformer of a checkpoint, in eval mode, with its source and target
+    vocabularies and its config (for translating; no optimizer is built). A GPT checkpoint
+    is refused (see :func:`load_gpt`)."""
+    model, _, config, vocabs = _trained(path, "transformer")
+    return model, vocabs["src"], vocabs["tgt"], config
+
+
+def load_gpt(path: str | os.PathLike[str]) -> tuple[GPT2LMHeadModel, LMTask, TrainConfig]:
+    """The trained GPT of a checkpoint (``nanotf train --model gpt``), in eval mode, with its
+    task as one sequence (to write prompts and read continuations) and its config. A
+    Transformer checkpoint is refused (see :func:`load_model`)."""
+    model, task, config, _ = _trained(path, "gpt")
+    return model, LMTask(task), config
 
 
 def check_fits(where: Any, saved: TrainConfig | None, config: TrainConfig) -> None:

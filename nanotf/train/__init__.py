@@ -38,8 +38,9 @@ whole output string right). Evaluation draws no random numbers, so it does not c
 
 The package, by what each file holds: ``config.py`` (:class:`TrainConfig` and the names it
 accepts), ``checks.py`` (the value checks), ``factories.py`` (model, optimizer, schedule),
-``lm.py`` (GPT's model, loss and evaluation), ``history.py`` (what a run records), ``divergence.py``, ``interrupts.py``, ``threads.py``,
-``rng_state.py``, ``resume.py`` (checkpoints read back, :func:`load_model`); the loop itself,
+``lm.py`` (GPT's model, loss and evaluation), ``history.py`` (what a run records),
+``divergence.py``, ``interrupts.py``, ``threads.py``, ``rng_state.py``, ``resume.py``
+(checkpoints read back, :func:`load_model`, :func:`load_gpt`); the loop itself,
 :class:`Trainer`, is here (tests replace ``nanotf.train.clip_grad_norm`` and
 ``nanotf.train.greedy_decode`` to interrupt a step: the loop looks them up in this module).
 """

@@ -24,7 +24,7 @@ import transformers
 import nanotf
 from nanotf import cli
 from nanotf.checkpoint import CheckpointError
-from nanotf.data import EOS_ID, PAD_ID, LMTask
+from nanotf.data import BOS_ID, EOS_ID, PAD_ID, LMTask
 from nanotf.functional import cross_entropy_backward
 from nanotf.models import GPT2LMHeadModel
 from nanotf.train import TrainConfig, Trainer, load_gpt, load_model
@@ -74,7 +74,10 @@ def test_step_loss_and_gradients_are_hugging_faces() -> None:
     trainer = Trainer(tiny_gpt(dropout=0.0, dtype="float64", batch_size=6), progress=False)
     batch = trainer.batch_at(0)
     cfg = transformers.GPT2Config(
-        **gpt_config_dict(trainer.config, len(trainer.lm.vocab)), attn_implementation="eager"
+        **gpt_config_dict(trainer.config, len(trainer.lm.vocab)),
+        bos_token_id=BOS_ID,
+        eos_token_id=EOS_ID,
+        attn_implementation="eager",
     )
     hf, ours = hf_pair(transformers.GPT2LMHeadModel, GPT2LMHeadModel, cfg, np.float64)
     ours.train()

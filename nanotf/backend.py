@@ -59,14 +59,66 @@ _state: dict[str, Any] = {
 }
 
 
+# How to install CuPy: one extra per CUDA major version (setup.cfg), never both.
+_CUPY_INSTALL_HINT = (
+    "pip install 'nanotf[gpu]' for CUDA 12 (cupy-cuda12x) or pip install 'nanotf[cuda13]' for "
+    "CUDA 13 (cupy-cuda13x), only one of them; `nvidia-smi` shows the machine's CUDA version"
+)
+# The distributions that install the ``cupy`` package by name: the source package and the wheels
+# built for one CUDA (cupy-cuda11x, cupy-cuda12x, cupy-cuda13x, older cupy-cuda102 ...) or ROCm
+# version (cupy-rocm-5-0). Another ``cupy-*`` name counts when it ships ``cupy`` itself.
+_CUPY_DISTRIBUTION = r"cupy(-cuda\d+x?|-rocm(-\d+)+)?"
+
+
+def _ships_cupy(dist: Any) -> bool:
+    """Whether an installed distribution ships the top-level ``cupy`` package, by its
+    ``top_level.txt`` or, without one, its list of files."""
+    top_level = dist.read_text("top_level.txt")
+    if top_level is not None:
+        return "cupy" in top_level.split()
+    return any(f.parts[:1] == ("cupy",) for f in dist.files or ())
+
+
+def _cupy_distributions() -> list[str]:
+    """The installed CuPy distributions (normalised names, sorted), read from the package
+    metadata: CuPy itself is not imported, so this works where two copies would break it."""
+    import importlib.metadata
+    import re
+
+    names = set()
+    for dist in importlib.metadata.distributions():
+        meta = dist.metadata
+        raw = meta.get("Name") if meta is not None else None
+        if not raw:
+            continue  # a broken leftover without metadata
+        name = re.sub(r"[-_.]+", "-", raw).lower()  # PEP 503: Cupy_CUDA12x -> cupy-cuda12x
+        if name != "cupy" and not name.startswith("cupy-"):
+            continue
+        if re.fullmatch(_CUPY_DISTRIBUTION, name) or _ships_cupy(dist):
+            names.add(name)
+    return sorted(names)
+
+
 def _import_cupy() -> ModuleType:
-    """Import CuPy and make sure a CUDA device is usable; one clear error otherwise."""
+    """Import CuPy and make sure a CUDA device is usable; one clear error otherwise.
+
+    Before the import, the package metadata is checked for more than one CuPy distribution
+    (say cupy-cuda12x and cupy-cuda13x): they unpack into the same ``cupy`` folder, so the
+    import would load a mix of the two.
+    """
+    found = _cupy_distributions()
+    if len(found) > 1:
+        raise BackendUnavailableError(
+            f"backend 'cupy': {len(found)} CuPy packages are installed ({', '.join(found)}), "
+            "which CuPy does not support: they share one `cupy` folder. Uninstall all of them "
+            f"(pip uninstall -y {' '.join(found)}), then install one: {_CUPY_INSTALL_HINT}"
+        )
     try:
         import cupy  # type: ignore[import-not-found]
     except ImportError as err:
         raise BackendUnavailableError(
-            "backend 'cupy' needs the CuPy package, which is not installed "
-            "(pip install 'nanotf[gpu]' on a machine with an NVIDIA GPU and CUDA 12)"
+            "backend 'cupy' needs the CuPy package, which is not installed; on a machine with an "
+            f"NVIDIA GPU: {_CUPY_INSTALL_HINT}"
         ) from err
     try:
         count = cupy.cuda.runtime.getDeviceCount()

@@ -39,6 +39,7 @@ and Hugging Face ``transformers``:
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import re
@@ -79,6 +80,19 @@ def _cupy_unavailable_reason() -> str | None:
 
 CUPY_REASON = _cupy_unavailable_reason()
 HAS_GPU = CUPY_REASON is None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Where CuPy is installed, its PerformanceWarning (a RuntimeWarning, which pyproject turns
+    into an error) is shown, not raised: CuPy raises some of them from compiled code, which
+    pyproject's ``default::RuntimeWarning:cupy`` (matched by the module that warns) misses."""
+    if importlib.util.find_spec("cupy") is None:
+        return
+    try:
+        from cupy._util import PerformanceWarning  # noqa: F401  (the name pytest resolves)
+    except Exception:  # a CuPy that cannot load, or keeps the class elsewhere: nothing to add
+        return
+    config.addinivalue_line("filterwarnings", "default::cupy._util.PerformanceWarning")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -2,8 +2,14 @@
 
 ``*_forward(...)`` returns ``(out, cache)``; ``*_backward(dout, cache)`` returns the gradients
 of the inputs (and parameters) in the order the forward took them.
+
+Some ops hand their work to a fused kernel for their inputs' array module (on CuPy: GELU, bias +
+GELU, LayerNorm, the softmaxes along the last axis; see ``nanotf.functional.fused``), with the
+same outputs and cache. ``reference_only()`` (a context manager), ``set_fused_enabled(False)``
+or ``NANOTF_FUSED=0`` run the readable reference everywhere; ``fused_enabled()`` tells which.
 """
 
+from . import fused as fused
 from .activations import gelu_backward, gelu_forward, relu_backward, relu_forward
 from .attention import (
     attention_backward,
@@ -13,14 +19,27 @@ from .attention import (
     padding_mask,
     split_heads,
 )
+from .bias_gelu import bias_gelu_backward as bias_gelu_backward
+from .bias_gelu import bias_gelu_forward as bias_gelu_forward
 from .dropout import dropout_backward, dropout_forward
 from .embedding import embedding_backward, embedding_forward
+from .fused import reference_only as reference_only
 from .layernorm import layernorm_backward, layernorm_forward
 from .linear import linear_backward, linear_forward
 from .loss import cross_entropy_backward, cross_entropy_forward
 from .positional import add_positional_backward, add_positional_forward, sinusoidal_encoding
 from .softmax import log_softmax_backward, log_softmax_forward, softmax_backward, softmax_forward
+from .softmax import masked_softmax_backward as masked_softmax_backward
+from .softmax import masked_softmax_forward as masked_softmax_forward
 
+# The fused-kernel switch (``nanotf.functional.fused``), under names that say what they switch.
+fused_enabled = fused.enabled
+set_fused_enabled = fused.set_enabled
+
+# Importable by name but not yet in ``__all__``: the switch (``fused``, ``reference_only``,
+# ``fused_enabled``, ``set_fused_enabled``) and the ops ``bias_gelu_*`` and ``masked_softmax_*``:
+# tests/functional/test_dout_shapes.py and test_input_errors.py run every op of ``__all__`` and
+# need their cases first.
 __all__ = [
     "add_positional_backward",
     "add_positional_forward",

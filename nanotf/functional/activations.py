@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 from ..backend import erf, get_array_module
 from ..checks import check_dout, check_float
+from . import fused
 
 _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -57,6 +58,10 @@ def gelu_forward(x: Any, approximate: str = "none") -> tuple[Any, GeluCache]:
     check_float("gelu input", x)
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu approximate must be 'none' or 'tanh', got {approximate!r}")
+    kernel = fused.kernel_for("gelu_forward", x)
+    if kernel is not None:  # a fused kernel for x's array module (nanotf.functional.fused)
+        out, saved = kernel(x, approximate)
+        return out, GeluCache(approximate, x, saved)
     xp = get_array_module(x)
     xf = x.reshape(-1)  # (n,)
     if approximate == "none":
@@ -86,6 +91,9 @@ def gelu_backward(dout: Any, cache: GeluCache) -> Any:
     """
     x, saved = cache.x, cache.saved  # saved: Φ(x) or t, flat (n,)
     check_dout("gelu_backward", dout, x.shape, x.dtype)
+    kernel = fused.kernel_for("gelu_backward", x)
+    if kernel is not None:  # a fused kernel for x's array module (nanotf.functional.fused)
+        return kernel(dout, x, saved, cache.approximate)
     xp = get_array_module(x)
     shape = x.shape
     x, dout = x.reshape(-1), dout.reshape(-1)  # (n,), flat as in the forward

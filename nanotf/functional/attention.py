@@ -28,7 +28,7 @@ from ..checks import (
     is_array_or_scalar,
 )
 from .dropout import DropoutCache, dropout_backward, dropout_forward
-from .softmax import SoftmaxCache, softmax_backward, softmax_forward
+from .softmax import SoftmaxCache, masked_softmax_forward, softmax_backward
 
 
 class AttentionCache(NamedTuple):
@@ -168,13 +168,10 @@ def attention_forward(
         allowed = tri if allowed is None else allowed & tri
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
 
-    scores = q @ k.swapaxes(-1, -2)  # (B, H, Tq, Tk)
-    scores *= scale
-    if allowed is not None:
-        scores = xp.where(allowed, scores, xp.finfo(scores.dtype).min)
-    probs, _ = softmax_forward(scores, axis=-1)  # (B, H, Tq, Tk)
-    if allowed is not None:
-        probs *= allowed  # a fully masked row becomes zeros, not a uniform row
+    # scores = q kᵀ · scale with masked entries at the dtype's minimum, probs = softmax(scores)
+    # times the mask: a fully masked row becomes zeros, not a uniform row
+    probs, sm = masked_softmax_forward(q @ k.swapaxes(-1, -2), allowed, scale)  # (B, H, Tq, Tk)
+    scores = sm.scores  # (B, H, Tq, Tk)
     dropped, drop_cache = dropout_forward(probs, dropout_p, training, rng=rng)
     out = dropped @ v  # (B, H, Tq, Dv)
     return out, AttentionCache(q, k, v, scores, probs, dropped, drop_cache, scale)

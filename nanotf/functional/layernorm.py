@@ -13,6 +13,7 @@ from ..checks import (
     check_same_device,
     check_same_dtype,
 )
+from . import fused
 
 
 class LayerNormCache(NamedTuple):
@@ -44,6 +45,10 @@ def layernorm_forward(
             f"layernorm gamma and beta must have shape ({n},) to match x {tuple(x.shape)}, "
             f"got {tuple(gamma.shape)} and {tuple(beta.shape)}"
         )
+    kernel = fused.kernel_for("layernorm_forward", x)
+    if kernel is not None:  # a fused kernel for x's array module (nanotf.functional.fused)
+        out, xhat, rstd = kernel(x, gamma, beta, eps)
+        return out, LayerNormCache(xhat, rstd, gamma)
     xp = get_array_module(x)
     mean = x.mean(axis=-1, keepdims=True)  # (..., 1)
     xhat = x - mean  # (..., C)
@@ -65,6 +70,9 @@ def layernorm_backward(dout: Any, cache: LayerNormCache) -> tuple[Any, Any, Any]
     """
     xhat = cache.xhat
     check_dout("layernorm_backward", dout, xhat.shape, xhat.dtype, "(..., C)")
+    kernel = fused.kernel_for("layernorm_backward", dout)
+    if kernel is not None:  # a fused kernel for dout's array module (nanotf.functional.fused)
+        return kernel(dout, xhat, cache.rstd, cache.gamma)
     n = xhat.shape[-1]
     dout2 = dout.reshape(-1, n)
     dgamma = (dout2 * xhat.reshape(-1, n)).sum(axis=0)

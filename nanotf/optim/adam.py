@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..backend import get_array_module
+from ..functional import fused
 from ..nn.parameter import Parameter
 from .base import Optimizer
 from .checks import as_flag, as_real
@@ -103,6 +104,22 @@ class Adam(Optimizer):
         s0, s1 = self._scratch[i]
         lr, b1, b2, eps, lam = self.lr, self.beta1, self.beta2, self.eps, self.weight_decay
         t = self.step_count
+        kernel = fused.kernel_for("adam_update", theta)
+        if kernel is not None and theta.dtype == g.dtype == m.dtype == v.dtype:
+            # one fused kernel for θ's array module updates θ, m, v in place, step by step as
+            # below (nanotf.functional.fused)
+            decoupled = lam != 0 and self.decoupled_weight_decay
+            kernel(
+                theta, g, m, v,
+                l2=lam if not self.decoupled_weight_decay else 0.0,
+                decay=1.0 - lr * lam if decoupled else None,
+                w=float(theta.dtype.type(1.0 - b1)),
+                beta2=b2,
+                step_size=lr / (1.0 - b1**t),
+                bias_correction2_sqrt=(1.0 - b2**t) ** 0.5,
+                eps=eps,
+            )
+            return
         if lam != 0:
             if self.decoupled_weight_decay:  # AdamW: θ ← θ·(1 − lr·λ)
                 xp.multiply(theta, 1.0 - lr * lam, out=theta)

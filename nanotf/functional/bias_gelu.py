@@ -1,0 +1,67 @@
+"""Bias + GELU, the feed-forward block's ``gelu(x W1ᵀ + b1)`` after its matmul, as one op.
+
+The reference is the two steps written out: ``z = x + bias``, then ``gelu_forward(z)``; its
+backward is GELU's backward and the bias gradient, the sum of ``dz`` over every leading axis. A
+fused kernel (``nanotf.functional.fused``) does the addition and the GELU in one pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from ..checks import (
+    check_dout,
+    check_float,
+    check_nonempty_axis,
+    check_same_device,
+    check_same_dtype,
+)
+from . import fused
+from .activations import GeluCache, gelu_backward, gelu_forward
+
+
+class BiasGeluCache(NamedTuple):
+    """What ``bias_gelu_backward`` needs: GELU's cache of ``z = x + bias``."""
+
+    gelu: GeluCache  # GeluCache(approximate, z, saved), z: (..., C)
+
+
+def bias_gelu_forward(
+    x: Any, bias: Any, approximate: str = "none"
+) -> tuple[Any, BiasGeluCache]:
+    """``out = gelu(x + bias)``, the bias added along the last axis.
+
+    x: (..., C), bias: (C,); ``approximate`` as in ``gelu_forward`` ("none": the erf form,
+    "tanh": the tanh approximation). Returns ``out: (..., C)`` and ``BiasGeluCache``, which holds
+    GELU's cache of ``z = x + bias``.
+    """
+    check_float("bias_gelu input", x)
+    check_float("bias_gelu bias", bias)
+    check_same_device("bias_gelu", x=x, bias=bias)
+    check_same_dtype("bias_gelu", x=x, bias=bias)
+    check_nonempty_axis("bias_gelu input", x, -1, "the C features the bias is added to")
+    c = x.shape[-1]
+    if tuple(bias.shape) != (c,):
+        raise ValueError(
+            f"bias_gelu bias must have shape ({c},) to match x {tuple(x.shape)}, "
+            f"got {tuple(bias.shape)}"
+        )
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu approximate must be 'none' or 'tanh', got {approximate!r}")
+    kernel = fused.kernel_for("bias_gelu_forward", x)
+    if kernel is not None:  # a fused kernel for x's array module (nanotf.functional.fused)
+        out, z, saved = kernel(x, bias, approximate)
+        return out, BiasGeluCache(GeluCache(approximate, z, saved))
+    z = x + bias  # (..., C)
+    out, gelu_cache = gelu_forward(z, approximate)
+    return out, BiasGeluCache(gelu_cache)
+
+
+def bias_gelu_backward(dout: Any, cache: BiasGeluCache) -> tuple[Any, Any]:
+    """Gradients of ``gelu(x + bias)``: ``dx = dout ⊙ gelu'(z)`` (``gelu_backward``), and
+    ``dbias = Σ dx`` over every leading axis, since the bias is added to every row."""
+    z = cache.gelu.x
+    check_dout("bias_gelu_backward", dout, z.shape, z.dtype, "(..., C)")
+    dx = gelu_backward(dout, cache.gelu)  # (..., C)
+    dbias = dx.reshape(-1, z.shape[-1]).sum(axis=0)  # (C,)
+    return dx, dbias

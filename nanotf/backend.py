@@ -145,7 +145,7 @@ def set_backend(name: str) -> None:
     name = name.lower()
     _state["name"] = name
     _state["module"] = module
-    _state["rng"] = module.random.default_rng(_state["seed"])
+    _state["rng"] = _new_rng(module, _state["seed"])
 
 
 def get_backend() -> str:
@@ -181,13 +181,50 @@ def manual_seed(seed: int) -> None:
     """Reseed the generator of the current backend (every run with the same seed repeats)."""
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    generator = _new_rng(_state["module"], int(seed))  # first: a refused seed changes nothing
     _state["seed"] = int(seed)
-    _state["rng"] = _state["module"].random.default_rng(int(seed))
+    _state["rng"] = generator
 
 
 def rng() -> Any:
-    """The seeded random generator of the current backend (``numpy.random.Generator`` or CuPy's)."""
+    """The seeded random generator of the current backend: NumPy's ``numpy.random.Generator``
+    (PCG64) on NumPy, nanotf's :class:`~nanotf.counter_rng.CounterGenerator` on CuPy (CuPy's own
+    generator cannot save its state, so a resumed run could not repeat its dropout masks); with
+    ``set_rng_kind("counter")`` the counter generator on NumPy too."""
     return _state["rng"]
+
+
+RNG_KINDS = ("auto", "counter")  # what set_rng_kind takes
+
+
+def set_rng_kind(kind: str) -> None:
+    """Which generator ``rng()`` is, from now on (reseeded with the current seed).
+
+    ``"auto"`` (the default): NumPy's PCG64 generator on NumPy, as nanotf always had (the tests,
+    the course and old checkpoints rely on its numbers), and the counter generator on CuPy.
+    ``"counter"``: the counter generator on every backend, so the same seed gives bit for bit
+    the same parameters and dropout masks on NumPy and on CuPy (to compare a GPU run with a CPU
+    one). ``manual_seed`` and ``set_backend`` keep the kind.
+    """
+    if not isinstance(kind, str) or kind.lower() not in RNG_KINDS:
+        raise ValueError(f"unknown rng kind {kind!r}: expected one of {', '.join(RNG_KINDS)}")
+    generator = _new_rng(_state["module"], _state["seed"], kind.lower())  # may refuse the seed
+    _state["rng_kind"] = kind.lower()
+    _state["rng"] = generator
+
+
+def rng_kind() -> str:
+    """The kind of generator ``set_rng_kind`` chose: ``"auto"`` or ``"counter"``."""
+    return _state.get("rng_kind", "auto")
+
+
+def _new_rng(module: ModuleType, seed: int, kind: str | None = None) -> Any:
+    """A fresh generator for the array module ``module``, of ``kind`` (default: ``rng_kind()``)."""
+    if module is np and (kind or rng_kind()) == "auto":
+        return np.random.default_rng(seed)
+    from .counter_rng import CounterGenerator
+
+    return CounterGenerator(seed, xp=module)
 
 
 def to_numpy(a: Any) -> np.ndarray:
@@ -215,24 +252,41 @@ def asarray(a: Any, dtype: Any = None) -> Any:
 
 
 def scatter_add(target: Any, indices: Any, values: Any) -> None:
-    """``target[indices] += values`` where repeated indices add up (``np.add.at`` on NumPy)."""
-    xp_ = get_array_module(target)
-    if xp_ is np:
+    """``target[indices] += values`` where repeated indices add up: ``np.add.at`` on NumPy (one
+    add after another, in the order of ``indices``), ``cupyx.scatter_add`` on CuPy (atomic adds,
+    in whatever order the GPU runs them: in floating point the last bits may change from run to
+    run; ``embedding_backward`` sums in a fixed order there instead)."""
+    cupyx = _cupyx_for(target)
+    if cupyx is None:
         np.add.at(target, indices, values)
-    elif hasattr(xp_, "scatter_add"):  # the CPU stand-in spells it like cupyx
-        xp_.scatter_add(target, indices, values)
-    else:
-        import cupyx  # type: ignore[import-not-found]
-
+    else:  # CuPy's cupyx, or the CPU stand-in's cupyx-like namespace
         cupyx.scatter_add(target, indices, values)
+
+
+def _cupyx_for(x: Any) -> Any:
+    """The ``cupyx`` module that goes with ``x``'s array module, or None for NumPy arrays.
+
+    CuPy arrays get the real ``cupyx`` (with ``cupyx.scipy.special`` imported); arrays of the
+    CPU stand-in (``nanotf.testing.strict``) get its ``cupyx``-like namespace, which computes
+    the same functions with NumPy. So the CuPy-only branches run, line for line, in CI.
+    """
+    xp_ = get_array_module(x)
+    if xp_ is np:
+        return None
+    stand_in = getattr(xp_, "cupyx", None)
+    if stand_in is not None:
+        return stand_in
+    import cupyx  # type: ignore[import-not-found]
+    import cupyx.scipy.special  # type: ignore[import-not-found]  # noqa: F401  (the attribute)
+
+    return cupyx
 
 
 def erf(x: Any) -> Any:
     """The error function, elementwise, on either backend (NumPy has none of its own)."""
-    if getattr(get_array_module(x), "__name__", "") != "cupy":
+    cupyx = _cupyx_for(x)
+    if cupyx is None:
         return _arithmetic_erf(x)
-    import cupyx.scipy.special  # type: ignore[import-not-found]
-
     return cupyx.scipy.special.erf(x)
 
 

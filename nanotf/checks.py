@@ -17,7 +17,8 @@ the argument, as in ``"layernorm input"``):
   ``nanotf.optim``, ``nanotf.train``, ``nanotf.models``) wraps it with its own prefix;
 * ``check_int``, ``check_real``, ``check_float_dtype``: plain Python arguments (sizes, indices,
   probabilities, a dtype);
-* ``check_int_ids``: integer ids in range;
+* ``check_int_ids``: integer ids in range (``id_range``: their min and max in one transfer;
+  ``ids_checked_on_host``: a block whose device ids were checked on the host already);
 * ``check_same_dtype``, ``check_same_device``: the float inputs of an op share one dtype (no
   silent upcast), all its arrays live in one array module (no silent host/device copy);
 * ``check_dout``: the gradient a backward receives has the shape and dtype of its forward's
@@ -32,6 +33,8 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -55,7 +58,10 @@ __all__ = [
     "check_same_device",
     "check_same_dtype",
     "describe",
+    "device_ids_trusted",
     "given",
+    "id_range",
+    "ids_checked_on_host",
     "is_number",
     "number_problem",
     "range_problem",
@@ -279,16 +285,65 @@ def check_real(name: str, value: Any, low: float | None = None, high: float | No
         raise problem.error(f"{name} {problem.words}, got {got}")
 
 
+_host_checked = [0]  # depth of ids_checked_on_host() blocks
+
+
+@contextmanager
+def ids_checked_on_host() -> Iterator[None]:
+    """Inside the block, ids on a device (CuPy) are not range-checked again: the caller has
+    checked them on the host, once per batch (``Trainer.train_step`` does, before moving the
+    batch). Each device check costs a transfer that makes the host wait for the GPU; NumPy ids
+    are still checked (that costs nothing)."""
+    _host_checked[0] += 1
+    try:
+        yield
+    finally:
+        _host_checked[0] -= 1
+
+
+def device_ids_trusted(ids: Any) -> bool:
+    """True for device ids inside :func:`ids_checked_on_host` (their range is not checked)."""
+    return bool(_host_checked[0]) and not isinstance(ids, (np.ndarray, np.generic))
+
+
+def id_range(ids: Any, allowed_extra: int | None = None) -> tuple[int, int] | None:
+    """``(min, max)`` of the non-empty integer array ``ids``, leaving out the entries equal to
+    ``allowed_extra``, as Python ints; None when no entry is left.
+
+    On NumPy: the plain reductions. On a device: one stacked reduction and **one** explicit
+    transfer (``.get()``), with no boolean-mask index (whose result size CuPy would have to
+    fetch from the GPU first).
+    """
+    if isinstance(ids, (np.ndarray, np.generic)):
+        valid = ids if allowed_extra is None else ids[ids != allowed_extra]
+        if valid.size == 0:
+            return None
+        return int(valid.min()), int(valid.max())
+    xp = get_array_module(ids)
+    info = np.iinfo(ids.dtype)
+    lo_of, hi_of = ids, ids
+    if allowed_extra is not None:  # left out: the largest value for the min, the least for the max
+        extra = ids == allowed_extra
+        lo_of, hi_of = xp.where(extra, info.max, ids), xp.where(extra, info.min, ids)
+    lo, hi = (int(v) for v in xp.stack([lo_of.min(), hi_of.max()]).get().tolist())
+    if allowed_extra is not None and lo == info.max and hi == info.min:
+        return None  # every entry was allowed_extra
+    return lo, hi
+
+
 def check_int_ids(name: str, ids: Any, high: int, allowed_extra: int | None = None) -> None:
-    """``ids`` must be integers in ``[0, high)`` (or equal to ``allowed_extra``)."""
+    """``ids`` must be integers in ``[0, high)`` (or equal to ``allowed_extra``).
+
+    Device ids cost one transfer (:func:`id_range`), none inside :func:`ids_checked_on_host`.
+    """
     if not is_array_or_scalar(ids) or ids.dtype.kind not in "iu":
         raise TypeError(f"{name} must be an integer array, got {given(ids)}")
-    if ids.size == 0:
+    if ids.size == 0 or device_ids_trusted(ids):
         return
-    valid = ids if allowed_extra is None else ids[ids != allowed_extra]
-    if valid.size == 0:
+    found = id_range(ids, allowed_extra)
+    if found is None:
         return
-    lo, hi = int(valid.min()), int(valid.max())
+    lo, hi = found
     if lo < 0 or hi >= high:
         extra = "" if allowed_extra is None else f" (or {allowed_extra})"
         bad = lo if lo < 0 else hi

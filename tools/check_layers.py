@@ -8,8 +8,8 @@ or prints ``ok`` and exits 0.
 Layers, bottom to top (a module's layer is the first prefix that matches its name)::
 
     0  nanotf.arrays                       what an array is, which module it lives in
-    1  nanotf.special, nanotf.checks,      erf; the shared input checks; the CuPy stand-in
-       nanotf.testing
+    1  nanotf.special, nanotf.checks,      erf; the shared input checks; the CuPy stand-in;
+       nanotf.testing, nanotf.counter_rng  the counter-based random generator
     2  nanotf.backend, nanotf (its         the array layer: backend, RNG, dtypes
        __init__ re-exports the backend)
     3  nanotf.functional, nanotf.gradcheck the ops, and the finite-difference check of ops
@@ -31,6 +31,7 @@ LAYERS = [
     ("nanotf.special", 1),
     ("nanotf.checks", 1),
     ("nanotf.testing", 1),
+    ("nanotf.counter_rng", 1),
     ("nanotf.backend", 2),
     ("nanotf.functional", 3),
     ("nanotf.gradcheck", 3),

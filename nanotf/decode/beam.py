@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..backend import asarray
+from ..backend import asarray, get_array_module, to_numpy
+from ..checks import ids_checked_on_host
 from ..text.padding import pad_sequences
 from ..text.specials import BOS_ID, EOS_ID, PAD_ID
 from .common import Seq2SeqModel, _check_inputs, _check_positive_int, _eval_mode
@@ -116,20 +118,23 @@ def _search(
     for t in range(1, max_len + 1):
         n = alive.size
         prefixes = seqs[alive].reshape(n * k, t)
-        if steps is not None:
-            logp = steps.next_log_probs(prefixes[:, -1:], parents)
-        else:
-            rows = asarray(np.repeat(alive, k))  # each live source K times
-            logp = _next_log_probs(model, prefixes, memory[rows], src_mask[rows], never)
+        # from the second step on, the tokens fed were chosen from the model's vocabulary
+        with ids_checked_on_host() if t > 1 else nullcontext():
+            if steps is not None:
+                logp = steps.next_log_probs(prefixes[:, -1:], parents, on_device=True)
+            else:
+                rows = asarray(np.repeat(alive, k))  # each live source K times
+                logp = _next_log_probs(
+                    model, prefixes, memory[rows], src_mask[rows], never, on_device=True
+                )
         v = logp.shape[-1]
-        cand = (logp_sum[alive][:, :, None] + logp.reshape(n, k, v)).reshape(n, k * v)  # (n, K·V)
-        ranked = np.argsort(-cand, axis=1, kind="stable")[:, : 2 * k]  # (n, 2K), best first
+        ranked, scores = _best_extensions(logp_sum[alive], logp, n, k, v)  # (n, 2K) each
         new_seqs = np.full((b, k, t + 1), ids.pad, dtype=np.int64)
         still = np.ones(n, dtype=bool)
         beams = np.zeros((n, k), dtype=np.int64)  # the beam each next prefix extends
         for j, i in enumerate(alive.tolist()):
             new_seqs[i], logp_sum[i], still[j], beams[j] = _extend_source(
-                cand[j], ranked[j], seqs[i], finished[i], ids, alpha, last=t == max_len
+                scores[j], ranked[j], v, seqs[i], finished[i], ids, alpha, last=t == max_len
             )
         seqs = new_seqs
         parents = (np.arange(n)[:, None] * k + beams)[still].reshape(-1)
@@ -139,30 +144,53 @@ def _search(
     return finished
 
 
+def _best_extensions(
+    logp_sum: np.ndarray, logp: Any, n: int, k: int, v: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``2K`` best extensions of each live source, best first: their indices into the
+    ``K·V`` candidates (beam · V + token) and their scores ``log P(prefix) + log p(token)``,
+    both (n, 2K) on the host.
+
+    ``logp_sum`` (n, K) host, ``logp`` (n·K, V) on the model's device: the candidates are
+    scored and ranked there (a stable sort, as on the host), and only the ``2K`` best of each
+    source move to the host, in one transfer.
+    """
+    xp = get_array_module(logp)
+    prior = logp_sum if xp is np else asarray(logp_sum)
+    cand = (prior[:, :, None] + logp.reshape(n, k, v)).reshape(n, k * v)  # (n, K·V)
+    ranked = xp.argsort(-cand, axis=1, kind="stable")[:, : 2 * k]  # (n, 2K), best first
+    scores = xp.take_along_axis(cand, ranked, axis=1)  # (n, 2K)
+    if xp is np:
+        return ranked, scores
+    # one transfer: the indices (< 2**53, exact in float64) beside their scores
+    both = to_numpy(xp.stack([ranked.astype(xp.float64), scores]))  # (2, n, 2K)
+    return both[0].astype(np.int64), both[1]
+
+
 def _extend_source(
-    cand: np.ndarray,
+    scores: np.ndarray,
     ranked: np.ndarray,
+    v: int,
     prefixes: np.ndarray,
     finished: list[Hypothesis],
     ids: _Specials,
     alpha: float,
     last: bool,
 ) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray]:
-    """One step of one source: from its live ``prefixes`` (K, t), the scores of their
-    extensions ``cand`` (K·V,) and the ``2K`` best of them ``ranked`` (best first), make the
+    """One step of one source: from its live ``prefixes`` (K, t), the ``2K`` best of their
+    extensions ``ranked`` (best first: indices ``beam · v + token`` into the K·V candidates, with
+    a vocabulary of ``v`` tokens) and their ``scores`` (2K,), make the
     next live prefixes (K, t + 1) and their log-probabilities (K,) (``-inf`` where fewer than
     ``K`` remain). Hypotheses that end are appended to ``finished``. Also returns whether the
     source keeps searching (on the ``last`` step its live prefixes count as finished) and,
     for each next prefix, the beam it extends (0 for the empty slots)."""
     k, t = prefixes.shape
-    v = cand.size // k
     lp = length_penalty_factor(t, alpha)
     next_prefixes = np.full((k, t + 1), ids.pad, dtype=np.int64)
     next_sum = np.full(k, -np.inf)
     parents = np.zeros(k, dtype=np.int64)
     n_live = 0
-    for rank, idx in enumerate(ranked.tolist()):
-        s = float(cand[idx])
+    for rank, (idx, s) in enumerate(zip(ranked.tolist(), scores.tolist(), strict=True)):
         if s == -np.inf:
             break
         beam, tok = divmod(idx, v)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
 
-from ..backend import asarray
+from ..backend import asarray, to_numpy
+from ..checks import ids_checked_on_host
 from ..text.specials import BOS_ID, EOS_ID, PAD_ID
 from .common import Seq2SeqModel, _check_inputs, _eval_mode
 from .steps import _cached, _CachedSteps, _next_log_probs
@@ -30,6 +32,11 @@ def greedy_decode(
     after it). Runs in eval mode (no dropout); the model's mode is restored afterwards.
     ``use_cache`` (default) decodes with a key/value cache; False recomputes the prefix at
     every step (the reference: same ids, log-probabilities equal to round-off).
+
+    On a device (CuPy) the log-probabilities and their argmax stay there: a step moves only the
+    chosen ids to the host (one transfer of ``n_alive`` integers), which decide the rows that go
+    on. The source ids and ``bos_id`` are checked on the device once, at the first step; later
+    steps feed the model its own argmaxes, which lie in its vocabulary, and are not checked again.
     """
     src, src_mask = _check_inputs(src, src_mask, max_len)
     b = int(src.shape[0])
@@ -43,12 +50,16 @@ def greedy_decode(
         kept = None  # the rows of the previous step that are still decoding (cached path)
         length = 0
         for t in range(max_len):
-            if steps is not None:
-                logp = steps.next_log_probs(ys[:, -1:], kept)
-            else:
-                sel = asarray(alive)
-                logp = _next_log_probs(model, ys, memory[sel], src_mask[sel], never)
-            nxt = logp.argmax(axis=-1)  # (n_alive,)
+            # from the second step on, the tokens fed are argmaxes over the model's vocabulary
+            with ids_checked_on_host() if t > 0 else nullcontext():
+                if steps is not None:
+                    logp = steps.next_log_probs(ys[:, -1:], kept, on_device=True)
+                else:
+                    sel = asarray(alive)
+                    logp = _next_log_probs(
+                        model, ys, memory[sel], src_mask[sel], never, on_device=True
+                    )
+            nxt = to_numpy(logp.argmax(axis=-1))  # (n_alive,) the step's one transfer
             out[alive, t] = nxt
             length = t + 1
             running = nxt != eos_id

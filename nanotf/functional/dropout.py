@@ -25,15 +25,18 @@ def dropout_forward(
     The cache is ``DropoutCache(keep, shape, dtype)``: the kept mask, already scaled by
     1 / (1 - p), so the backward reuses exactly this draw, and the shape and dtype of x. In
     eval mode or with ``p = 0`` it is the identity and ``keep`` is None. ``rng`` defaults to the
-    backend's seeded generator; ``mask`` (bool, same shape as x) may be given to replay a known
-    draw, e.g. to compare with another implementation.
+    backend's seeded generator (``nanotf.rng()``: on CuPy the counter generator, whose state a
+    checkpoint holds, so a resumed run draws the same masks); any generator with
+    ``random(shape, dtype=...)`` will do. ``mask`` (bool, same shape as x) may be given to replay
+    a known draw, e.g. to compare with another implementation.
     """
     check_float("dropout input", x)
     check_real("dropout probability", p, 0, 1)
     shape = tuple(x.shape)
     if rng is not None and not callable(getattr(rng, "random", None)):
         raise TypeError(
-            f"dropout rng must be a random generator (numpy.random.Generator or CuPy's), "
+            "dropout rng must be a random generator with a random(shape, dtype) method "
+            "(numpy.random.Generator, CuPy's, or nanotf.counter_rng.CounterGenerator), "
             f"got {given(rng)}"
         )
     if mask is not None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, NamedTuple
 
-from ..backend import get_array_module
+import numpy as np
+
+from ..backend import get_array_module, to_numpy
 from ..checks import (
     check_array,
     check_dout,
@@ -14,6 +17,7 @@ from ..checks import (
     check_nonempty_axis,
     check_real,
     check_same_device,
+    device_ids_trusted,
 )
 from .softmax import log_softmax_forward
 
@@ -24,7 +28,9 @@ class CrossEntropyCache(NamedTuple):
     probs: Any  # softmax of the logits, (N, V)
     targets: Any  # (N,) the targets, ignored ones replaced by 0 (a safe index)
     valid: Any  # (N,) True where the target is not ignore_index
-    denom: int  # the count of valid targets ("mean") or 1 ("sum")
+    # the count of valid targets ("mean") or 1 ("sum"): an int, or on a device a 0-d integer
+    # array (counted there, so the loss needs no transfer)
+    denom: Any
     label_smoothing: float  # ε
     shape: tuple[int, ...]  # of the logits (..., V)
 
@@ -75,8 +81,9 @@ def cross_entropy_forward(
     # ignored rows are set to 0 first, so their NaN or inf never enters the softmax's arithmetic
     flat = xp.where(valid[:, None], logits.reshape(-1, n_classes), 0)  # (N, V)
     logp, logp_cache = log_softmax_forward(flat)  # (N, V)
-    n_valid = int(valid.sum())
-    if n_valid == 0 and reduction == "mean":
+    on_host = isinstance(valid, np.ndarray)
+    n_valid = int(valid.sum()) if on_host else valid.sum()  # a device count stays there
+    if reduction == "mean" and _no_valid_target(n_valid, targets):
         n = y.shape[0]
         why = f"all {n} targets equal ignore_index={ignore_index}" if n else "no targets"
         raise ValueError(
@@ -93,7 +100,8 @@ def cross_entropy_forward(
         per_row = nll
     xp.copyto(per_row, 0.0, where=~valid)  # not `* valid`: 0 · NaN would be NaN
     denom = n_valid if reduction == "mean" else 1
-    loss = per_row.sum() / denom
+    # a device count divides in the loss's dtype, as a Python int does on the host
+    loss = per_row.sum() / (denom if isinstance(denom, int) else denom.astype(per_row.dtype))
     cache = CrossEntropyCache(
         logp_cache.probs, y_safe, valid, denom, label_smoothing, tuple(logits.shape)
     )
@@ -116,6 +124,28 @@ def cross_entropy_backward(dloss: Any, cache: CrossEntropyCache) -> Any:
     if eps > 0.0:
         dlogits -= eps / n_classes
     dlogits[xp.arange(p.shape[0]), cache.targets] -= 1.0 - eps
-    dlogits *= dloss / cache.denom
+    dlogits *= _scale(xp, dloss, cache.denom, p.dtype)
     xp.copyto(dlogits, 0.0, where=~cache.valid[:, None])  # not `* valid`: 0 · NaN would be NaN
     return dlogits.reshape(cache.shape)
+
+
+def _no_valid_target(n_valid: Any, targets: Any) -> bool:
+    """Whether no target counts (``n_valid`` a host int, or a device 0-d count: one transfer,
+    none where the caller checked the targets on the host, ``ids_checked_on_host``)."""
+    if isinstance(n_valid, int):
+        return n_valid == 0
+    if device_ids_trusted(targets):
+        return False
+    return int(to_numpy(n_valid)) == 0
+
+
+def _scale(xp: Any, dloss: Any, denom: Any, dtype: Any) -> Any:
+    """``dloss / denom``, the factor of every row's ``p - q``, as the host computes it: a number
+    over an int in float64 (then rounded to the gradient's dtype), an array over an int in the
+    array's dtype. A device ``denom`` (a 0-d count) gives a 0-d device array, with the same
+    value, bit for bit, and no transfer."""
+    if isinstance(denom, int):
+        return dloss / denom
+    if isinstance(dloss, numbers.Real):
+        return (xp.asarray(dloss, dtype=xp.float64) / denom.astype(xp.float64)).astype(dtype)
+    return dloss / denom.astype(dloss.dtype)

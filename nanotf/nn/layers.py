@@ -279,9 +279,16 @@ class PositionalEncoding(Module):
                 f"(max_len={self.max_len})"
             )
         table = self.table
-        if get_array_module(x) is not get_array_module(table) or table.dtype != x.dtype:
-            table = get_array_module(x).asarray(table, dtype=x.dtype)
-        return table
+        xp = get_array_module(x)
+        if xp is get_array_module(table) and table.dtype == x.dtype:
+            return table
+        # moved or cast once, then kept: not uploaded again at every forward
+        key = (id(table), xp, x.dtype)
+        cached = self.__dict__.get("_table_copy")
+        if cached is None or cached[0] != key or cached[1] is not table:
+            cached = (key, table, xp.asarray(table, dtype=x.dtype))
+            object.__setattr__(self, "_table_copy", cached)
+        return cached[2]
 
     def backward(self, dout: Any) -> Any:
         return add_positional_backward(dout, self._cache)

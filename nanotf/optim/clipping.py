@@ -32,30 +32,48 @@ def sum_of_squares(grads: list[Any]) -> float:
     where one float32 dot product is off by 5e-5 (and torch's float32 norm by 4e-4). float16
     gradients are squared in float32. Only a chunk whose float32 sum overflows (a chunk norm
     above ~1.8e19) while its elements are finite is summed again, in float64.
+
+    Gradients on a device (CuPy) take the same sums with a few kernels per gradient instead of
+    one per chunk (:func:`_device_chunk_sums`) and one transfer for all of them; the chunk
+    sums are then added on the host as above (on the CPU stand-in the result equals NumPy's
+    bit for bit). Only a chunk that overflowed costs more transfers.
     """
     chunks: list[tuple[Any, Any]] = []  # (array module, flat slice)
-    sums: list[Any] = []  # 0-d arrays on the gradients' device: one transfer at the end
+    sums: list[Any] = []  # host chunk sums (NumPy), or a device array of them per gradient
     scratch: dict[tuple[type, Any], Any] = {}  # one chunk-sized array per (array type, dtype)
+    device: list[Any] = []  # the device array modules met
     for g in grads:
         xp = get_array_module(g)
         acc = xp.result_type(g.dtype, xp.float32)
+        flat = g.reshape(-1)
+        starts = range(0, int(flat.size), NORM_CHUNK)
+        pieces = [flat[start : start + NORM_CHUNK] for start in starts]
+        chunks.extend((xp, piece) for piece in pieces)
+        if xp is not np:
+            if pieces:
+                sums.append(_device_chunk_sums(xp, flat, acc))
+                device.append(xp)
+            continue
         key = (type(g), acc)
         if key not in scratch or scratch[key].size < min(g.size, NORM_CHUNK):
             scratch[key] = xp.empty((min(g.size, NORM_CHUNK),), dtype=acc)
-        flat = g.reshape(-1)
-        for start in range(0, int(flat.size), NORM_CHUNK):
-            piece = flat[start : start + NORM_CHUNK]
+        for piece in pieces:
             sq = scratch[key][: piece.size]
             with np.errstate(over="ignore"):  # an overflowing chunk is redone below
                 xp.multiply(piece, piece, out=sq, dtype=acc)
                 sums.append(xp.sum(sq))
-            chunks.append((xp, piece))
-    if not sums:
+    if not chunks:
         return 0.0
-    if len({xp for xp, _ in chunks}) == 1:  # one transfer; tolist() gives exact float64s
-        host = to_numpy(chunks[0][0].stack(sums)).tolist()
+    host: list[float] = []
+    if not device:  # NumPy only: tolist() gives exact float64s
+        host = np.stack(sums).tolist()
+    elif len(set(device)) == 1:  # one transfer for every chunk of every gradient
+        xp = device[0]
+        sums = [xp.asarray(s).reshape(-1) for s in sums]  # a host chunk sum joins them
+        host = to_numpy(xp.concatenate(sums)).tolist()
     else:
-        host = [float(to_numpy(s)) for s in sums]
+        for s in sums:
+            host.extend(np.asarray(to_numpy(s), dtype=np.float64).reshape(-1).tolist())
     total = 0.0
     for (xp, piece), s in zip(chunks, host, strict=True):
         if not math.isfinite(s) and bool(to_numpy(xp.isfinite(piece).all())):
@@ -63,6 +81,23 @@ def sum_of_squares(grads: list[Any]) -> float:
             s = float(to_numpy(xp.sum(xp.multiply(wide, wide, out=wide))))
         total += s
     return total
+
+
+def _device_chunk_sums(xp: Any, flat: Any, acc: Any) -> Any:
+    """The float64 sums of ``flat``'s squares chunk by chunk (NORM_CHUNK elements each, the
+    last one shorter), as a device array: one squaring of the whole gradient (in ``acc``) and
+    one row-wise sum of its full chunks, plus one sum of the rest. The same values as the
+    host's chunk loop (each row summed in ``acc``), with no transfer."""
+    n = int(flat.size)
+    full = n - n % NORM_CHUNK
+    with np.errstate(over="ignore"):  # an overflowing chunk is redone by sum_of_squares
+        sq = xp.multiply(flat, flat, dtype=acc)  # (n,)
+        parts = []
+        if full:
+            parts.append(sq[:full].reshape(-1, NORM_CHUNK).sum(axis=1))  # (n // CHUNK,)
+        if full < n:
+            parts.append(sq[full:].sum().reshape(1))
+    return xp.concatenate(parts).astype(xp.float64)
 
 
 def clip_grad_norm(

@@ -13,7 +13,7 @@ Batches are made on the host with NumPy; ``batch.to_backend()`` moves one to the
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,9 @@ class Batch:
     tgt: Any
     src_mask: Any
     tgt_mask: Any
+    #: :attr:`n_tokens` as counted on the host before :meth:`to_backend` moved the batch (None
+    #: for a batch made on the host: it counts its own mask, which costs no transfer)
+    host_n_tokens: int | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name, dtype in (
@@ -93,8 +96,11 @@ class Batch:
     @property
     def n_tokens(self) -> int:
         """Number of labels the loss counts (non-pad tokens of :attr:`tgt_out`): divide the
-        summed loss by this for a per-token mean."""
-        return int(self.tgt_out_mask.sum())
+        summed loss by this for a per-token mean. Counted on the host: a moved batch keeps the
+        count made before the move (no device sync)."""
+        if self.host_n_tokens is not None:
+            return self.host_n_tokens
+        return int(backend.to_numpy(self.tgt_out_mask).sum())
 
     def __len__(self) -> int:
         """Number of examples in the batch (B)."""
@@ -102,10 +108,15 @@ class Batch:
 
     def to_backend(self) -> Batch:
         """The same batch with every array on the current backend's device
-        (``nanotf.backend.asarray``: a no-op for NumPy, a host-to-GPU copy for CuPy)."""
+        (``nanotf.backend.asarray``: a no-op for NumPy, a host-to-GPU copy for CuPy), and
+        :attr:`n_tokens` counted before the move."""
         asarray = backend.asarray
         return Batch(
-            asarray(self.src), asarray(self.tgt), asarray(self.src_mask), asarray(self.tgt_mask)
+            asarray(self.src),
+            asarray(self.tgt),
+            asarray(self.src_mask),
+            asarray(self.tgt_mask),
+            host_n_tokens=self.n_tokens,
         )
 
 

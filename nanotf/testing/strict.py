@@ -12,23 +12,142 @@ CuPy array in the ways that matter for that:
 The module ``strict`` (``get_array_module`` returns it for ``StrictArray`` inputs) mirrors the
 NumPy namespace, so ``xp.exp``, ``xp.zeros``, ``xp.random.default_rng`` all keep arrays "on the
 device". Use it in tests with ``strict.asarray(numpy_array)``.
+
+Where CuPy waits for the GPU, the stand-in keeps count:
+
+* an *implicit host sync* is a conversion that CuPy performs silently but that stalls the GPU
+  until the value is on the host: ``float(a)``, ``int(a)``, ``bool(a)``, ``complex(a)``,
+  ``operator.index(a)`` (an array as an index or a ``range`` bound), ``a.item()``,
+  ``a.tolist()``, ``format(a)`` of a 0-d array, and the operations whose output size depends on
+  the data (a boolean-mask index ``a[mask]``, ``nonzero``, ``flatnonzero``, ``argwhere``,
+  ``unique``, ``compress``, ``extract``, ``where`` with one argument), also when called as
+  ``numpy.nonzero(a)`` & co. Each is counted; inside :func:`refuse_syncs` each
+  raises :class:`DeviceConversionError` naming the call;
+* an *explicit transfer* is ``a.get()`` (which ``nanotf.to_numpy`` calls): counted separately,
+  always allowed.
+
+:func:`count_syncs` yields a :class:`SyncCounter` of what happened inside the ``with`` block.
+
+``strict.random.default_rng(seed)`` offers exactly the public methods of CuPy's
+``cupy.random.Generator`` (CuPy 13/14: no ``normal``, ``permutation``, ``choice`` or
+``shuffle``); another name raises ``AttributeError`` naming CuPy. ``strict.cupyx`` stands in
+for the ``cupyx`` module (``cupyx.scatter_add``, ``cupyx.scipy.special.erf``), computing with
+NumPy on the unwrapped data, so the CuPy-only branches of ``nanotf.backend`` run in CI.
 """
 
 from __future__ import annotations
 
 import types
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
-__all__ = ["StrictArray", "strict", "asarray"]
+__all__ = [
+    "CUPY_GENERATOR_METHODS",
+    "DeviceConversionError",
+    "StrictArray",
+    "SyncCounter",
+    "asarray",
+    "count_syncs",
+    "cupyx",
+    "refuse_syncs",
+    "strict",
+]
 
 _HOST_ENTRY = {"asarray", "array", "asanyarray", "ascontiguousarray"}
 
 
 class DeviceConversionError(TypeError):
-    """Raised where CuPy would refuse an implicit host/device conversion."""
+    """Raised where CuPy would refuse an implicit host/device conversion (and, inside
+    :func:`refuse_syncs`, at an implicit host sync)."""
+
+
+# -- counting host syncs ------------------------------------------------------------------------
+
+
+@dataclass
+class SyncCounter:
+    """What a :func:`count_syncs` block did: ``implicit`` host syncs (``calls`` names each, in
+    order, e.g. ``"float()"``, ``".tolist()"``, ``"boolean-mask index"``) and explicit
+    ``transfers`` (``.get()``, ``nanotf.to_numpy``)."""
+
+    implicit: int = 0
+    transfers: int = 0
+    calls: list[str] = field(default_factory=list)
+
+
+_counters: list[SyncCounter] = []  # the open count_syncs() blocks, innermost last
+_refusing = [0]  # depth of refuse_syncs() blocks
+#: the numbers of implicit syncs and transfers since import (``calls`` stays empty)
+TOTAL = SyncCounter()
+
+
+@contextmanager
+def count_syncs() -> Iterator[SyncCounter]:
+    """Count the implicit host syncs and the explicit transfers of the ``with`` block.
+
+    >>> with count_syncs() as c:
+    ...     _ = float(asarray(np.ones(2)).sum())
+    >>> (c.implicit, c.transfers, c.calls)
+    (1, 0, ['float()'])
+    """
+    counter = SyncCounter()
+    _counters.append(counter)
+    try:
+        yield counter
+    finally:
+        _counters.remove(counter)
+
+
+@contextmanager
+def refuse_syncs() -> Iterator[None]:
+    """Inside the block an implicit host sync raises :class:`DeviceConversionError` naming the
+    call; explicit transfers (``.get()``, ``nanotf.to_numpy``) stay allowed."""
+    _refusing[0] += 1
+    try:
+        yield
+    finally:
+        _refusing[0] -= 1
+
+
+def _implicit_sync(call: str, a: StrictArray) -> None:
+    """Record (or, inside :func:`refuse_syncs`, refuse) the implicit host sync ``call``."""
+    if _refusing[0]:
+        raise DeviceConversionError(
+            f"{call} of a device array of shape {a.shape} is an implicit host sync (CuPy "
+            "waits for the GPU there); inside refuse_syncs() only explicit transfers are "
+            "allowed: nanotf.to_numpy(x) or x.get()"
+        )
+    TOTAL.implicit += 1  # the session's total keeps no list of names
+    for counter in _counters:
+        counter.implicit += 1
+        counter.calls.append(call)
+
+
+def _transfer() -> None:
+    for counter in (TOTAL, *_counters):
+        counter.transfers += 1
+
+
+def _is_mask(key: Any) -> bool:
+    """A boolean device array as an index (or in an index tuple): CuPy needs the count of True
+    entries, on the host, to size the result."""
+    keys = key if isinstance(key, tuple) else (key,)
+    return any(isinstance(k, StrictArray) and k.dtype == np.bool_ for k in keys)
+
+
+# the functions whose output size depends on the data: CuPy syncs to size the result
+_SIZE_FROM_DATA = {"nonzero", "flatnonzero", "argwhere", "unique", "compress", "extract"}
+
+
+def _sizes_from_data(name: str, args: Any) -> bool:
+    """Whether the function ``name`` called with ``args`` sizes its result from the data (also
+    ``where(condition)`` with one argument, which is ``nonzero``)."""
+    return name in _SIZE_FROM_DATA or (name == "where" and len(args) == 1)
 
 
 def _unwrap(obj: Any, allow_host: bool = False) -> Any:
@@ -91,14 +210,19 @@ class StrictArray(NDArrayOperatorsMixin):
         return _wrap(result)
 
     def __array_function__(self, func: Any, types_: Any, args: Any, kwargs: Any) -> Any:
+        if _sizes_from_data(func.__name__, args):
+            _implicit_sync(f"{func.__name__}()", self)
         return _wrap(func(*_unwrap(args), **_unwrap(kwargs)))
 
     # -- the array protocol ------------------------------------------------------------
     def get(self) -> np.ndarray:
-        """Copy to the host, like ``cupy.ndarray.get``."""
+        """Copy to the host, like ``cupy.ndarray.get`` (an explicit transfer: counted, allowed)."""
+        _transfer()
         return self._a.copy()
 
     def __getitem__(self, key: Any) -> Any:
+        if _is_mask(key):
+            _implicit_sync("boolean-mask index", self)
         return _wrap(self._a[_unwrap(key)])
 
     def __setitem__(self, key: Any, value: Any) -> None:
@@ -110,14 +234,44 @@ class StrictArray(NDArrayOperatorsMixin):
     def __iter__(self) -> Any:
         return (_wrap(row) for row in self._a)
 
+    # -- the implicit host syncs: allowed by CuPy, counted here (refused in refuse_syncs) --
     def __bool__(self) -> bool:
+        _implicit_sync("bool()", self)
         return bool(self._a)
 
     def __float__(self) -> float:
+        _implicit_sync("float()", self)
         return float(self._a)
 
     def __int__(self) -> int:
+        _implicit_sync("int()", self)
         return int(self._a)
+
+    def __complex__(self) -> complex:
+        _implicit_sync("complex()", self)
+        return complex(self._a)
+
+    def __index__(self) -> int:
+        _implicit_sync("index", self)
+        return self._a.__index__()
+
+    def __format__(self, spec: str) -> str:
+        if self._a.ndim == 0:
+            _implicit_sync("format()", self)
+            return format(self._a.item(), spec)
+        return format(repr(self), spec)
+
+    def item(self, *args: Any) -> Any:
+        _implicit_sync(".item()", self)
+        return self._a.item(*_unwrap(args))
+
+    def tolist(self) -> Any:
+        _implicit_sync(".tolist()", self)
+        return self._a.tolist()
+
+    def nonzero(self) -> Any:
+        _implicit_sync(".nonzero()", self)
+        return _wrap(self._a.nonzero())
 
     def __repr__(self) -> str:
         return "strict." + repr(self._a)
@@ -154,17 +308,62 @@ class StrictArray(NDArrayOperatorsMixin):
         return self._a.size
 
 
+#: The public methods of ``cupy.random.Generator`` (CuPy 13 and 14, ``_generator_api.pyx``).
+CUPY_GENERATOR_METHODS = frozenset(
+    {
+        "beta", "binomial", "chisquare", "dirichlet", "exponential", "f", "gamma", "geometric",
+        "hypergeometric", "integers", "logseries", "poisson", "power", "random",
+        "standard_exponential", "standard_gamma", "standard_normal", "uniform",
+    }
+)
+
+
+class _BitGenerator:
+    """``cupy.random.Generator.bit_generator``: CuPy's bit generators keep their state on the
+    device (``state()`` returns a device pointer), so there is no ``state`` to read or set."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise AttributeError(
+            f"cupy.random.BitGenerator has no attribute {name!r} that nanotf can use: CuPy keeps "
+            "the generator's state on the device and offers no get/set of it"
+        )
+
+
 class _Generator:
-    """``strict.random.default_rng(seed)``: NumPy's generator, returning device arrays."""
+    """``strict.random.default_rng(seed)``: NumPy's generator behind exactly the methods of
+    ``cupy.random.Generator``, returning device arrays (0-d ones where ``size`` is None, as
+    CuPy does), and a ``bit_generator`` without a readable ``state``. Any other name
+    (``normal``, ``permutation``, ``choice``, ``shuffle``, ...) raises ``AttributeError``."""
 
     def __init__(self, seed: Any = None) -> None:
         self._g = np.random.default_rng(seed)
 
+    @property
+    def bit_generator(self) -> _BitGenerator:
+        """CuPy's generator has one (XORWOW by default), but no NumPy-style ``state``."""
+        return _BitGenerator()
+
     def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._g, name)
-        if callable(attr):
-            return lambda *a, **k: _wrap(attr(*_unwrap(a), **_unwrap(k)))
-        return attr
+        if name.startswith("__") or name == "_g":
+            raise AttributeError(name)
+        if name not in CUPY_GENERATOR_METHODS:
+            hint = " (use standard_normal() * scale + loc)" if name == "normal" else ""
+            raise AttributeError(
+                f"cupy.random.Generator has no attribute {name!r}{hint}: CuPy's generator "
+                f"offers only {', '.join(sorted(CUPY_GENERATOR_METHODS))}"
+            )
+        method = getattr(self._g, name)
+
+        def draw(*args: Any, **kwargs: Any) -> Any:
+            dtype = kwargs.pop("dtype", None) if name == "uniform" else None  # CuPy's only
+            out = method(*_unwrap(args), **_unwrap(kwargs))
+            out = np.asarray(out) if dtype is None else np.asarray(out).astype(dtype)
+            return StrictArray(out)
+
+        draw.__name__ = name
+        return draw
 
 
 class _Ufunc:
@@ -217,6 +416,10 @@ class _StrictNamespace(types.ModuleType):
         allow_host = name in _HOST_ENTRY
 
         def function(*args: Any, **kwargs: Any) -> Any:
+            if _sizes_from_data(name, args):
+                first = next((a for a in args if isinstance(a, StrictArray)), None)
+                if first is not None:
+                    _implicit_sync(f"{name}()", first)
             return _wrap(obj(*_unwrap(args, allow_host), **_unwrap(kwargs, allow_host)))
 
         function.__name__ = name
@@ -227,6 +430,35 @@ class _StrictNamespace(types.ModuleType):
         """``target[indices] += values`` with repeated indices adding up (``cupyx.scatter_add``)."""
         np.add.at(_unwrap(target), _unwrap(indices), _unwrap(values))
 
+    @property
+    def cupyx(self) -> types.SimpleNamespace:
+        """The stand-in for the ``cupyx`` module that goes with this array module."""
+        return cupyx
+
+
+def _cupyx_erf(x: Any) -> Any:
+    """``cupyx.scipy.special.erf``: nanotf's NumPy erf on the unwrapped data, as a device array."""
+    from ..special import erf  # the same layer; imported late, as special needs no stand-in
+
+    return _wrap(np.asarray(erf(_unwrap(x))))
+
+
+def _cupyx_scatter_add(target: Any, indices: Any, values: Any) -> None:
+    """``cupyx.scatter_add(target, indices, values)``: ``target[indices] += values`` with
+    repeated indices adding up (``numpy.add.at`` on the unwrapped data)."""
+    if not isinstance(target, StrictArray):
+        raise DeviceConversionError(
+            f"cupyx.scatter_add needs a device array as its target, got {type(target).__name__}"
+        )
+    np.add.at(target._a, _unwrap(indices), _unwrap(values))
+
+
+#: ``cupyx`` as far as nanotf uses it, for StrictArray (``nanotf.backend`` picks it by array)
+cupyx = types.SimpleNamespace(
+    __name__="nanotf.testing.strict.cupyx",
+    scatter_add=_cupyx_scatter_add,
+    scipy=types.SimpleNamespace(special=types.SimpleNamespace(erf=_cupyx_erf)),
+)
 
 strict = _StrictNamespace("strict", np)
 

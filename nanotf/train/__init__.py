@@ -59,6 +59,7 @@ import numpy as np
 
 from ..backend import get_backend, manual_seed, set_backend, set_default_dtype, to_numpy
 from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..checks import check_int_ids, ids_checked_on_host
 from ..data import PAD_ID, Batch, LMBatch, LMTask, Task, lm_batch, make_batch
 from ..decode import beam_search, greedy_decode, translate
 from ..functional import cross_entropy_backward, cross_entropy_forward
@@ -200,16 +201,26 @@ class Trainer:
         rng_state = host_rng_state()  # set back if this step is abandoned
         updated = False
         try:
-            batch = self.batch_at(self.step).to_backend()
+            host_batch = self.batch_at(self.step)
+            n_tokens = host_batch.n_tokens  # counted on the host, before the move
+            batch = host_batch.to_backend()
             model.train()
             if isinstance(batch, LMBatch):  # GPT: read <bos> x = y, predict y <eos>
                 _, loss, cache = lm_loss(model, batch, cfg.label_smoothing)
             else:  # forward, teacher forcing: read <bos> y, predict y <eos>
-                logits = model.forward(batch.src, batch.tgt_in, batch.src_mask, batch.tgt_in_mask)
-                loss, cache = cross_entropy_forward(
-                    logits, batch.tgt_out, ignore_index=PAD_ID, label_smoothing=cfg.label_smoothing
-                )
-            loss_value = float(to_numpy(loss))
+                # the ids are checked once, here on the host: no device check in the step
+                self._check_batch_ids(host_batch)
+                with ids_checked_on_host():
+                    logits = model.forward(
+                        batch.src, batch.tgt_in, batch.src_mask, batch.tgt_in_mask
+                    )
+                    loss, cache = cross_entropy_forward(
+                        logits,
+                        batch.tgt_out,
+                        ignore_index=PAD_ID,
+                        label_smoothing=cfg.label_smoothing,
+                    )
+            loss_value = float(to_numpy(loss))  # the step's one loss transfer
             self._check_finite("loss", loss_value)
             # backward, by hand: dloss/dlogits, then every layer in reverse
             self.optimizer.zero_grad()
@@ -228,7 +239,7 @@ class Trainer:
                 h.loss.append(loss_value)
                 h.lr.append(float(lr))
                 h.grad_norm.append(grad_norm)
-                h.tokens.append(batch.n_tokens)
+                h.tokens.append(n_tokens)
                 h.seconds.append((h.seconds[-1] if h.seconds else 0.0) + time.perf_counter() - t0)
                 updated = True
         except BaseException:
@@ -236,6 +247,14 @@ class Trainer:
                 set_host_rng_state(rng_state)
             raise
         return loss_value
+
+    def _check_batch_ids(self, batch: Batch) -> None:
+        """The ids of a host batch lie in the model's vocabularies (checked on the host, so the
+        device step need not check them again: ``ids_checked_on_host``)."""
+        check_int_ids("Transformer: source ids", batch.src, self.model.src_vocab_size)
+        check_int_ids("Transformer: target ids", batch.tgt, self.model.tgt_vocab_size)
+        if batch.n_tokens == 0:
+            raise ValueError("training batch has no target token to learn from")
 
     def _check_finite(self, quantity: str, value: float) -> None:
         check_finite(self.step, quantity, value, self.config.lr)
@@ -370,14 +389,19 @@ class Trainer:
         examples: list[tuple[str, str, str]],
     ) -> None:
         model, task = self.model, self.task
-        batch = make_batch(chunk, task).to_backend()
+        host_batch = make_batch(chunk, task)
+        self._check_batch_ids(host_batch)
+        batch = host_batch.to_backend()
         # teacher-forced: loss (summed, no smoothing) and argmax accuracy per target token
-        logits = model.forward(batch.src, batch.tgt_in, batch.src_mask, batch.tgt_in_mask)
-        loss, _ = cross_entropy_forward(logits, batch.tgt_out, ignore_index=PAD_ID, reduction="sum")
-        mask = to_numpy(batch.tgt_out_mask)
+        with ids_checked_on_host():
+            logits = model.forward(batch.src, batch.tgt_in, batch.src_mask, batch.tgt_in_mask)
+            loss, _ = cross_entropy_forward(
+                logits, batch.tgt_out, ignore_index=PAD_ID, reduction="sum"
+            )
+        mask = host_batch.tgt_out_mask  # the labels and their mask are on the host already
         pred = to_numpy(logits.argmax(axis=-1))
         totals["loss"] += float(to_numpy(loss))
-        totals["right"] += int(((pred == to_numpy(batch.tgt_out)) & mask).sum())
+        totals["right"] += int(((pred == host_batch.tgt_out) & mask).sum())
         totals["tokens"] += int(mask.sum())
         # free-running: the model reads its own outputs; exact match of the whole string
         max_len = min(task.max_tgt_len + 4, self.config.max_len - 1)  # type: ignore[operator]

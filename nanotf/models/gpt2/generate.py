@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ...backend import get_array_module, rng, to_numpy
-from ...checks import number_problem
+from ...checks import id_range, ids_checked_on_host, number_problem
 from ...functional.sampling import check_sampling_args, next_token
 from ...nn.checks import check_array, is_array
 
@@ -35,7 +35,8 @@ def gpt2_generate(model: Any, input_ids: Any, args: GenerateArgs) -> Any:
         return ids
     gen = None
     if args.do_sample:
-        seed = int(rng().integers(0, 2**62)) if args.seed is None else args.seed
+        # a draw on a device is a 0-d array there: moved explicitly
+        seed = int(to_numpy(rng().integers(0, 2**62))) if args.seed is None else args.seed
         gen = np.random.default_rng(int(seed))
     was_training = model.training
     model.train(False)
@@ -46,27 +47,39 @@ def gpt2_generate(model: Any, input_ids: Any, args: GenerateArgs) -> Any:
 
 
 def _token_loop(model: Any, ids: Any, args: GenerateArgs, gen: Any) -> Any:
-    """Add one token per row per step: ids (B, T) -> (B, T + n), n <= max_new_tokens."""
+    """Add one token per row per step: ids (B, T) -> (B, T + n), n <= max_new_tokens.
+
+    The logits stay on the model's device: the next token is chosen there (greedy argmax, or
+    the sampling filters and the draw, whose uniforms come from the host generator ``gen``) and
+    only the chosen ids, B integers, move to the host each step (one transfer), where the
+    finished rows are tracked. The prompt was checked once (``_check_prompt``); the tokens fed
+    back are drawn from the vocabulary (or are ``pad_token_id``/``eos_token_id``, checked with
+    the arguments), so the model does not check them again at every step.
+    """
     xp = get_array_module(ids)
     eos = args.eos_token_id
     fill = args.pad_token_id if args.pad_token_id is not None else eos
     unfinished = np.ones(ids.shape[0], dtype=bool)
     caches = model.new_cache() if args.use_cache else None
     step_ids = ids  # what the cached path reads next: the prompt, then one token a row
-    for _ in range(args.max_new_tokens):
-        if caches is not None:
-            last = model.forward_cached(step_ids, caches)[:, -1]  # (B, V)
-        else:
-            last = model.forward(ids)[:, -1]
-        logits = to_numpy(last).astype(np.float64)  # (B, V)
-        nxt = next_token(logits, args.do_sample, args.temperature, args.top_k, args.top_p, gen)
-        if eos is not None:
-            nxt = np.where(unfinished, nxt, fill)  # (B,)
-            unfinished &= nxt != eos
-        step_ids = xp.asarray(nxt)[:, None]  # (B, 1)
-        ids = xp.concatenate([ids, step_ids], axis=1)
-        if not unfinished.any():
-            break
+    with ids_checked_on_host():
+        for _ in range(args.max_new_tokens):
+            if caches is not None:
+                last = model.forward_cached(step_ids, caches)[:, -1]  # (B, V)
+            else:
+                last = model.forward(ids)[:, -1]
+            logits = last.astype(np.float64)  # (B, V), on the model's device
+            nxt = next_token(
+                logits, args.do_sample, args.temperature, args.top_k, args.top_p, gen
+            )
+            nxt = to_numpy(nxt)  # (B,) the step's one transfer
+            if eos is not None:
+                nxt = np.where(unfinished, nxt, fill)  # (B,)
+                unfinished &= nxt != eos
+            step_ids = xp.asarray(nxt)[:, None]  # (B, 1)
+            ids = xp.concatenate([ids, step_ids], axis=1)
+            if not unfinished.any():
+                break
     return ids
 
 
@@ -123,7 +136,7 @@ def _check_prompt(who: str, input_ids: Any, like: Any, vocab_size: int) -> int:
             f"{who}: input_ids must hold at least one prompt of at least one token, got "
             f"shape {(b, t)}"
         )
-    lo, hi = int(input_ids.min()), int(input_ids.max())
+    lo, hi = id_range(input_ids)  # type: ignore[misc]  # one transfer on a device
     if lo < 0 or hi >= vocab_size:
         raise ValueError(
             f"{who}: input_ids must lie in [0, vocab_size={vocab_size}), got a value of "

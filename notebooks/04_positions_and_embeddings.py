@@ -230,7 +230,10 @@ assert np.allclose(grad[:T], dout.sum(axis=0), rtol=1e-5, atol=1e-6) and (grad[T
 #
 # A classic NumPy trap: `dW[ids] += dout` does **not** do this. Fancy-index assignment is
 # buffered, so for repeated indices only one of the writes survives. The scatter-add
-# `np.add.at(dW, ids, dout)` (what `embedding_backward` does) adds every one.
+# `np.add.at(dW, ids, dout)` adds every one: it is the readable reference,
+# `embedding_backward_reference`. `embedding_backward` itself adds each token's rows in a fixed
+# tree order (`segment_sum`: the same sum up to round-off, but it repeats bit for bit on a GPU,
+# where a scatter-add's atomic adds run in any order).
 
 # %%
 V = 6

@@ -15,6 +15,7 @@ from ..checks import (
     check_ndim,
     check_same_device,
 )
+from . import fused
 
 
 class EmbeddingCache(NamedTuple):
@@ -62,10 +63,13 @@ def embedding_backward(dout: Any, cache: EmbeddingCache) -> Any:
     a float32 gradient may change from run to run). This op sums each id's rows in one fixed
     order instead (:func:`segment_sum`), on every backend: a GPU run repeats bit for bit, NumPy,
     the CPU stand-in and CuPy give the same bits, and on NumPy it is faster than ``np.add.at``
-    and more accurate (a balanced tree of adds per id, not one long chain).
+    and more accurate (a balanced tree of adds per id, not one long chain). With the fused
+    paths off (``nanotf.functional.reference_only()``, ``NANOTF_FUSED=0``) it runs the reference.
     """
     ids, n_dim = cache.ids, cache.n_dim
     check_dout("embedding_backward", dout, (*ids.shape, n_dim), cache.dtype, "(..., C)")
+    if not fused.enabled():  # the one switch that runs the reference everywhere
+        return embedding_backward_reference(dout, cache)
     dweight = segment_sum(ids.reshape(-1), dout.reshape(ids.size, n_dim), cache.n_vocab)
     if cache.padding_idx is not None:
         dweight[cache.padding_idx] = 0

@@ -147,3 +147,24 @@ def test_cupy_is_repeatable_and_equals_numpy() -> None:
     b = segment_sum(cupy.asarray(ids), cupy.asarray(values), 30522)
     np.testing.assert_array_equal(cupy.asnumpy(a), cupy.asnumpy(b))
     np.testing.assert_array_equal(cupy.asnumpy(a), segment_sum(ids, values, 30522))
+
+
+def test_the_fused_switch_runs_the_reference() -> None:
+    """With the fused paths off (``reference_only``) the op is its readable reference, the one
+    scatter-add; on, it is the fixed-order sum; the two agree to float64 round-off."""
+    from nanotf.functional import embedding_backward, embedding_forward, reference_only
+    from nanotf.functional.embedding import embedding_backward_reference
+
+    rng = np.random.default_rng(7)
+    weight = rng.standard_normal((11, 5))
+    ids = rng.integers(0, 11, size=(6, 9))
+    dout = rng.standard_normal((6, 9, 5))
+    _, cache = embedding_forward(ids, weight, padding_idx=3)
+    want = embedding_backward_reference(dout, cache)
+    with reference_only():
+        np.testing.assert_array_equal(embedding_backward(dout, cache), want)
+    fast = embedding_backward(dout, cache)
+    np.testing.assert_array_equal(fast[3], 0.0)
+    assert rel_error(fast, want) <= 1e-12
+    np.testing.assert_array_equal(fast, segment_sum(ids.reshape(-1), dout.reshape(-1, 5), 11)
+                                  * (np.arange(11) != 3)[:, None])

@@ -82,6 +82,21 @@ def test_a_training_step_makes_no_implicit_sync(clip: float | None, monkeypatch:
     assert isinstance(trainer.model.src_embed.weight.data, StrictArray)
 
 
+def test_a_gpt_training_step_makes_no_implicit_sync(monkeypatch: Any) -> None:
+    """The GPT step (``TrainConfig(model="gpt")``) keeps the same budget."""
+    trainer = on_strict(Trainer(tiny(model="gpt"), progress=False), monkeypatch)
+    trainer.train_step()
+    with count_syncs() as counted, refuse_syncs():
+        for _ in range(2):
+            loss = trainer.train_step()
+    assert counted.implicit == STEP_IMPLICIT, counted.calls
+    assert counted.transfers == 2 * STEP_TRANSFERS
+    assert np.isfinite(loss) and trainer.history.tokens[-1] > 0
+    with count_syncs() as counted, refuse_syncs():
+        trainer.evaluate(trainer.heldout_pairs[:4])
+    assert counted.implicit == 0, counted.calls
+
+
 def test_the_strict_step_computes_what_numpy_computes(monkeypatch: Any) -> None:
     """Without dropout (whose generator differs), the steps on the stand-in give NumPy's
     losses, gradient norms and weights bit for bit: moving the syncs changed no number."""

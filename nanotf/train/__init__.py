@@ -205,11 +205,12 @@ class Trainer:
             n_tokens = host_batch.n_tokens  # counted on the host, before the move
             batch = host_batch.to_backend()
             model.train()
+            # the ids are checked once, here on the host: no device check in the step
+            self._check_batch_ids(host_batch)
             if isinstance(batch, LMBatch):  # GPT: read <bos> x = y, predict y <eos>
-                _, loss, cache = lm_loss(model, batch, cfg.label_smoothing)
+                with ids_checked_on_host():
+                    _, loss, cache = lm_loss(model, batch, cfg.label_smoothing)
             else:  # forward, teacher forcing: read <bos> y, predict y <eos>
-                # the ids are checked once, here on the host: no device check in the step
-                self._check_batch_ids(host_batch)
                 with ids_checked_on_host():
                     logits = model.forward(
                         batch.src, batch.tgt_in, batch.src_mask, batch.tgt_in_mask
@@ -248,11 +249,14 @@ class Trainer:
             raise
         return loss_value
 
-    def _check_batch_ids(self, batch: Batch) -> None:
+    def _check_batch_ids(self, batch: Batch | LMBatch) -> None:
         """The ids of a host batch lie in the model's vocabularies (checked on the host, so the
         device step need not check them again: ``ids_checked_on_host``)."""
-        check_int_ids("Transformer: source ids", batch.src, self.model.src_vocab_size)
-        check_int_ids("Transformer: target ids", batch.tgt, self.model.tgt_vocab_size)
+        if isinstance(batch, LMBatch):
+            check_int_ids("GPT: input_ids", batch.ids, self.model.config.vocab_size)
+        else:
+            check_int_ids("Transformer: source ids", batch.src, self.model.src_vocab_size)
+            check_int_ids("Transformer: target ids", batch.tgt, self.model.tgt_vocab_size)
         if batch.n_tokens == 0:
             raise ValueError("training batch has no target token to learn from")
 

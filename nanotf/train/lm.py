@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import asarray, to_numpy
+from ..checks import ids_checked_on_host
 from ..data import EOS_ID, PAD_ID, LMBatch, LMTask, lm_batch
 from ..functional import cross_entropy_forward
 from ..models.gpt2 import GPT2LMHeadModel
@@ -129,12 +130,14 @@ def lm_evaluate_batch(
 ) -> None:
     """Add one chunk of held-out pairs to ``totals`` (summed loss, tokens, right argmaxes,
     exact matches) and ``examples`` (source, target, continuation)."""
-    batch = lm_batch(chunk, lm).to_backend()
-    logits, loss, _ = lm_loss(model, batch, reduction="sum")
-    mask = to_numpy(batch.label_mask)
+    host_batch = lm_batch(chunk, lm)  # ids made here from the vocabulary: in range
+    batch = host_batch.to_backend()
+    with ids_checked_on_host():
+        logits, loss, _ = lm_loss(model, batch, reduction="sum")
+    mask = host_batch.label_mask  # the labels and their mask are on the host already
     pred = to_numpy(logits.argmax(axis=-1))
     totals["loss"] += float(to_numpy(loss))
-    totals["right"] += int(((pred == to_numpy(batch.labels)) & mask).sum())
+    totals["right"] += int(((pred == host_batch.labels) & mask).sum())
     totals["tokens"] += int(mask.sum())
     outputs = continue_prompts(model, lm, [src for src, _ in chunk])
     for (src, tgt), text in zip(chunk, outputs, strict=True):

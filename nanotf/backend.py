@@ -38,8 +38,10 @@ __all__ = [
     "get_backend",
     "manual_seed",
     "rng",
+    "rng_kind",
     "set_backend",
     "set_default_dtype",
+    "set_rng_kind",
     "to_numpy",
 ]
 

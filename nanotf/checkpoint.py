@@ -7,8 +7,9 @@ A checkpoint holds
 * ``optimizer.<key>``: the optimizer's state arrays (``exp_avg.0``, ...);
 * JSON in the file's metadata (safetensors metadata is ``{str: str}``): the optimizer's
   scalars (step count, lr, betas, ...) and class, the schedule's state, the step, the random
-  generator's state (NumPy's ``bit_generator.state``: which draws dropout makes next), the
-  training config, the vocabularies and the training history.
+  generator's state (NumPy's ``bit_generator.state``, or the counter generator's
+  ``{"kind", "seed", "counter"}`` on CuPy: which draws dropout makes next), the training config,
+  the vocabularies and the training history.
 
 Arrays are stored on the host as NumPy arrays (a GPU run saves host copies), so a checkpoint
 made on CuPy opens on a machine without a GPU. JSON keeps floats exactly (``repr`` round
@@ -121,7 +122,7 @@ def save_checkpoint(
 
     ``model``, ``optimizer`` and ``scheduler`` are objects with ``state_dict()`` (or their state
     dicts). The optimizer's arrays become tensors, its numbers JSON. ``rng_state`` (e.g.
-    ``numpy.random.Generator.bit_generator.state``), ``config``, ``vocabs`` (e.g.
+    ``nanotf.train.rng_state.host_rng_state()``), ``config``, ``vocabs`` (e.g.
     ``{"src": vocab.to_dict(), "tgt": ...}``), ``history`` and ``extra`` must be JSON-able.
     The directory is created if needed.
     """

@@ -15,7 +15,8 @@ Commands:
 The package holds one file per command (``train.py``, ``translate.py``, ``generate.py``,
 ``attention.py``, ``embed.py``) and the shared parts: ``registry.py`` (the commands and the
 parser), ``errors.py`` (``CLIError``, switching backends), ``paths.py`` (output paths checked
-before any work).
+before any work), ``inputs.py`` (the checkpoint and texts that ``translate`` and ``generate``
+read).
 
 Adding a command: write ``add_arguments(parser)`` and ``run(args) -> exit code``, and register
 them::

@@ -4,30 +4,22 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from ..backend import BACKENDS
 from ..data import SEPARATOR
 from ..train.checks import check_at_least
 from .errors import CLIError, as_cli_error, use_backend
+from .inputs import add_checkpoint_inputs, read_inputs
 from .registry import subcommand
 
 __all__ = ["generate_command"]
 
 
 def _generate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--checkpoint",
-        required=True,
-        metavar="PATH",
-        help="a checkpoint written by `nanotf train --model gpt` (or its --out directory)",
-    )
-    parser.add_argument(
-        "prompts",
-        nargs="*",
-        metavar="PROMPT",
-        help=f"sources to continue, e.g. abc or 12+34 (a trailing {SEPARATOR!r} is optional; "
-        "none: read one per line from standard input)",
+    add_checkpoint_inputs(
+        parser,
+        "nanotf train --model gpt",
+        "PROMPT",
+        f"sources to continue, e.g. abc or 12+34 (a trailing {SEPARATOR!r} is optional)",
     )
     parser.add_argument(
         "--max-new-tokens",
@@ -55,9 +47,6 @@ def _generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=int, default=0, metavar="S", help="with --sample (default: 0)"
     )
-    parser.add_argument(
-        "--backend", choices=list(BACKENDS), default="numpy", help="(default: numpy)"
-    )
 
 
 @subcommand(
@@ -81,9 +70,7 @@ def generate_command(args: argparse.Namespace) -> int:
         ):
             raise ValueError("--temperature, --top-k and --top-p need --sample")
     use_backend(args.backend)
-    prompts = list(args.prompts)
-    if not prompts:
-        prompts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    prompts = read_inputs(args.inputs)
     if not prompts:
         raise CLIError("no prompt given (as arguments, or one per line on standard input)")
     sources = [p[: -len(SEPARATOR)] if p.endswith(SEPARATOR) else p for p in prompts]

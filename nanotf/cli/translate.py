@@ -4,28 +4,18 @@ search with ``--beam N``)."""
 from __future__ import annotations
 
 import argparse
-import sys
 
-from ..backend import BACKENDS
 from ..train.checks import check_at_least
 from .errors import CLIError, as_cli_error, use_backend
+from .inputs import add_checkpoint_inputs, read_inputs
 from .registry import subcommand
 
 __all__ = ["translate_command"]
 
 
 def _translate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--checkpoint",
-        required=True,
-        metavar="PATH",
-        help="a checkpoint written by `nanotf train` (or its --out directory)",
-    )
-    parser.add_argument(
-        "inputs",
-        nargs="*",
-        metavar="INPUT",
-        help="source texts to translate (none: read one per line from standard input)",
+    add_checkpoint_inputs(
+        parser, "nanotf train", "INPUT", "source texts to translate"
     )
     parser.add_argument(
         "--beam", type=int, default=1, metavar="N", help="beam width (default: 1, greedy)"
@@ -43,9 +33,6 @@ def _translate_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help="most tokens to generate (default: what the model's position table allows)",
-    )
-    parser.add_argument(
-        "--backend", choices=list(BACKENDS), default="numpy", help="(default: numpy)"
     )
 
 
@@ -67,9 +54,7 @@ def translate_command(args: argparse.Namespace) -> int:
         if args.max_len is not None:
             check_at_least("--max-len", args.max_len, 1)
     use_backend(args.backend)
-    texts = list(args.inputs)
-    if not texts:
-        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    texts = read_inputs(args.inputs)
     model, src_vocab, tgt_vocab, _ = load_model(args.checkpoint)
     if args.beam > len(tgt_vocab):
         raise CLIError(

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..text.vocab import Vocab
 
-__all__ = ["MAX_SPLIT_PAIRS", "Pair", "RngLike", "Task", "as_generator"]
+__all__ = ["MAX_SPLIT_PAIRS", "Pair", "RngLike", "Task", "as_generator", "check_pair"]
 
 Pair = tuple[str, str]
 RngLike = np.random.Generator | int
@@ -32,6 +32,14 @@ def as_generator(rng: RngLike) -> np.random.Generator:
         "rng must be a numpy.random.Generator or a non-negative integer seed, "
         f"got {type(rng).__name__} ({rng!r})"
     )
+
+
+def check_pair(i: int, pair: object) -> None:
+    """Pair ``i`` of a batch must be a ``(source, target)`` tuple (or list) of two str."""
+    if not (
+        isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(t, str) for t in pair)
+    ):
+        raise TypeError(f"pair {i} must be a (source, target) tuple of two str, got {pair!r}")
 
 
 #: The most pairs :meth:`Task.splits` makes, training and held-out together. Every pair is kept

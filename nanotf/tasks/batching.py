@@ -21,7 +21,7 @@ import numpy as np
 from .. import backend
 from ..text.padding import pad_sequences
 from ..text.specials import PAD_ID
-from .base import Pair, RngLike, Task, as_generator
+from .base import Pair, RngLike, Task, as_generator, check_pair
 
 __all__ = ["Batch", "batches", "make_batch"]
 
@@ -136,12 +136,7 @@ def make_batch(pairs: Sequence[Pair], task: Task) -> Batch:
         raise ValueError("make_batch needs at least one (source, target) pair, got none")
     srcs, tgts = [], []
     for i, pair in enumerate(pairs):
-        if not (
-            isinstance(pair, (tuple, list))
-            and len(pair) == 2
-            and all(isinstance(t, str) for t in pair)
-        ):
-            raise TypeError(f"pair {i} must be a (source, target) tuple of two str, got {pair!r}")
+        check_pair(i, pair)
         try:
             srcs.append(task.encode_source(pair[0]))
             tgts.append(task.encode_target(pair[1]))

@@ -28,7 +28,7 @@ from .. import backend
 from ..text.padding import pad_sequences
 from ..text.specials import BOS_ID, EOS_ID, PAD_ID
 from ..text.vocab import Vocab
-from .base import Pair, Task
+from .base import Pair, Task, check_pair
 
 __all__ = ["SEPARATOR", "LMBatch", "LMTask", "lm_batch"]
 
@@ -161,12 +161,7 @@ def lm_batch(pairs: Sequence[Pair], lm: LMTask) -> LMBatch:
         raise ValueError("lm_batch needs at least one (source, target) pair, got none")
     seqs, prompt_lens = [], []
     for i, pair in enumerate(pairs):
-        if not (
-            isinstance(pair, (tuple, list))
-            and len(pair) == 2
-            and all(isinstance(t, str) for t in pair)
-        ):
-            raise TypeError(f"pair {i} must be a (source, target) tuple of two str, got {pair!r}")
+        check_pair(i, pair)
         try:
             seqs.append(lm.sequence_ids(pair[0], pair[1]))
         except ValueError as err:

@@ -47,7 +47,7 @@ def bias_gelu_forward(
             f"got {tuple(bias.shape)}"
         )
     if approximate not in ("none", "tanh"):
-        raise ValueError(f"gelu approximate must be 'none' or 'tanh', got {approximate!r}")
+        raise ValueError(f"bias_gelu approximate must be 'none' or 'tanh', got {approximate!r}")
     kernel = fused.kernel_for("bias_gelu_forward", x)
     if kernel is not None:  # a fused kernel for x's array module (nanotf.functional.fused)
         out, z, saved = kernel(x, bias, approximate)

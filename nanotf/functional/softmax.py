@@ -129,8 +129,8 @@ def masked_softmax_forward(
         shape = tuple(x.shape)
         if mask.ndim > x.ndim or broadcast_shape(tuple(mask.shape), shape) != shape:
             raise ValueError(
-                f"masked_softmax mask of shape {tuple(mask.shape)} does not broadcast to the "
-                f"input's shape {shape}"
+                f"masked_softmax mask must broadcast to the input's shape {shape}, got shape "
+                f"{tuple(mask.shape)}"
             )
     scale = float(scale)
     kernel = fused.kernel_for("masked_softmax_forward", x)
@@ -143,7 +143,9 @@ def masked_softmax_forward(
         scores = xp.where(mask, scores, xp.finfo(scores.dtype).min)
     probs, _ = softmax_forward(scores, axis=-1)  # (..., T)
     if mask is not None:
-        probs *= mask  # a fully masked row becomes zeros, not a uniform row
+        # a fully masked row becomes zeros, not a uniform row; not `probs *= mask`: a NaN or
+        # inf in x would leave 0 · NaN = NaN at the masked entries
+        xp.copyto(probs, 0, where=~mask)
     return probs, MaskedSoftmaxCache(scores, probs, scale)
 
 

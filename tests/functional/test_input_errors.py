@@ -7,7 +7,7 @@ at every op in ``nanotf.functional.__all__``. A call passes when it either
 
 * returns what torch returns: the same shape and dtype, NaN and ±inf where torch has them, the
   rest within the suite's tolerance (normwise relative 1e-10 in float64, 1e-5 in float32, a
-  floor only for the gradients that cancel by design, as everywhere in the suite); or
+  floor only for the results that cancel by design, as everywhere in the suite); or
 * raises a TypeError, ValueError or IndexError of ours: the message names the op and the
   argument and says what was given ("got ...").
 
@@ -123,11 +123,12 @@ class Drawer:
         return out
 
     def array(self, shape: tuple[int, ...], kind: str = "float", specials: bool = True,
-              low: int = 0, high: int = 4, forms: list[str] = FORMS) -> Any:
+              low: int = 0, high: int = 4, forms: list[str] = FORMS,
+              reshape: bool = True) -> Any:
         """An array argument: floats of the case's dtype, int64 in [low, high) or bool; now
-        and then another shape, dtype, range or container."""
+        and then another shape (unless not ``reshape``), dtype, range or container."""
         dtype = {"float": self.dtype, "int": np.dtype(np.int64), "bool": np.dtype(bool)}[kind]
-        if self.bad():
+        if reshape and self.bad():
             shape = self.draw(st.sampled_from([(), shape[1:], (*shape, 2), (0, *shape[1:])]))
         if self.bad():
             dtype = self.draw(st.sampled_from([*FLOATS, *OTHER_DTYPES]))
@@ -186,6 +187,8 @@ class Op:
     grads: tuple[str, ...] = ()
     backward: Callable[..., Any] | None = None
     floors: Callable[..., list[float]] | None = None  # (inputs as NumPy, dout) -> floors
+    # (inputs as NumPy) -> the forward's floor, for an output that cancels by design
+    out_floor: Callable[[dict[str, np.ndarray]], float] | None = None
     # (inputs as NumPy, torch's gradients, dout) -> the gradients nanotf promises, where they
     # differ; called before torch's backward (with no gradients) where ``any_length``
     adjust: Callable[..., list[Any]] | None = None
@@ -229,6 +232,50 @@ def gelu_torch(x: Any, approximate: Any) -> Any:
     return tF.gelu(x, approximate=approximate)
 
 
+def bias_gelu_inputs(d: Drawer) -> dict[str, Any]:
+    lead = d.shape(3)
+    c = d.draw(st.integers(0 if not d.good else 1, 4))  # the bias axis must not be empty
+    # no bad ``approximate``: bias_gelu_forward refuses it with gelu_forward's message, "gelu
+    # approximate must be 'none' or 'tanh', got 'erf'", which does not name bias_gelu (a defect
+    # of the op, reported; test_bias_gelu_and_masked_softmax_errors has the other bad inputs)
+    return {"x": d.array((*lead, c)), "bias": d.array((d.size(c),)),
+            "approximate": d.draw(st.sampled_from(["none", "tanh"]))}
+
+
+def bias_gelu_torch(x: Any, bias: Any, approximate: str) -> Any:
+    """``gelu(x + bias)``, the GELU in float64 for float32 inputs (``gelu_torch``). In float32,
+    ``x + bias`` is summed in float64 and rounded (the float32 sum, exactly), so that the bias
+    gradient, the sum of dz over every leading axis, is summed in float64 too: torch's float32
+    reduction there is less exact than NumPy's pairwise sum (1.2e-5 relative in a sum that
+    cancels 28-fold)."""
+    if x.dtype == torch.float32:
+        return gelu_torch((x.double() + bias.double()).float(), approximate)
+    return gelu_torch(x + bias, approximate)
+
+
+def _negative_z(inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """Where ``z = x + bias`` is finite and negative: there GELU's terms cancel."""
+    z = inputs["x"].astype(np.float64) + inputs["bias"]
+    return np.isfinite(z) & (z < 0)
+
+
+def bias_gelu_out_floor(inputs: dict[str, np.ndarray]) -> float:
+    """``gelu(z) = ½ z + ½ z · erf(z / √2)`` (tanh: the same with tanh): for z < 0 the two terms
+    cancel by design, to nearly 0 in the tail, so its round-off is relative to ½ |z| (torch's
+    float32 GELU has the same: 1.6e-5 relative at z = -3.15 in a one-entry output)."""
+    z = inputs["x"].astype(np.float64) + inputs["bias"]
+    return 0.5 * float(np.abs(z[_negative_z(inputs)]).max(initial=0.0))
+
+
+def bias_gelu_floors(inputs: dict[str, np.ndarray], dout: np.ndarray) -> list[float]:
+    """``dx = dout · (Φ(z) + z φ(z))``, ``Φ = ½ (1 + erf)``: for z < 0 its terms cancel by
+    design (in the tail, and to 0 at the GELU's minimum, z ≈ -0.75), so its round-off is
+    relative to ½ |dout| there. dbias sums dx over the rows: the same terms, the same floor."""
+    floor = 0.5 * float(np.abs(dout[np.broadcast_to(_negative_z(inputs), dout.shape)])
+                        .max(initial=0.0))
+    return [floor, floor]
+
+
 def dropout_inputs(d: Drawer) -> dict[str, Any]:
     shape = d.shape(3)
     p = d.pick([0.0, 0.25, 0.5, 1.0], [-0.1, 1.5, math.nan, "0.5", None])
@@ -261,6 +308,55 @@ def softmax_inputs(d: Drawer) -> dict[str, Any]:
     if d.good:  # the softmax axis must not be empty
         shape = tuple(max(n, 1) if i == axis % len(shape) else n for i, n in enumerate(shape))
     return {"x": d.array(shape), "axis": axis}
+
+
+def masked_softmax_inputs(d: Drawer) -> dict[str, Any]:
+    """x: (..., T), e.g. attention's scores; a mask of x's shape with some axes 1 and some
+    leading axes dropped (any shape that broadcasts to x), or None.
+
+    Two kinds of input are left out, each for a defect of the op (reported):
+
+    * a mask that does not broadcast to x (also where x itself has another shape than drawn):
+      the mask is drawn for x's actual shape, never reshaped
+      (test_bias_gelu_and_masked_softmax_errors checks those messages);
+    * NaN and ±inf in x where a mask is given (test_masked_softmax_keeps_nan_out_of_masked_entries
+      checks the masked entries stay zero): a row whose kept entries are all -inf gives zeros
+      where some entry is masked (its masked entries at the dtype's minimum win the max) but
+      NaN where none is, as softmax does.
+    """
+    shape = d.shape(4, min_ndim=1 if d.good else 0)
+    if d.good:  # the softmax axis must not be empty
+        shape = (*shape[:-1], max(shape[-1], 1))
+    with_mask = d.draw(st.booleans())
+    x = d.array(shape, specials=not with_mask)
+    mask = None
+    if with_mask:
+        x_shape = tuple(np.shape(x))
+        m_shape = tuple(n if d.draw(st.booleans()) else 1 for n in x_shape)
+        m_shape = m_shape[d.draw(st.integers(0, len(m_shape))):]
+        mask = d.array(m_shape, "bool", specials=False, reshape=False)
+    scale = d.pick([1.0, 0.5, 2.0, 1 / math.sqrt(3), -1.0, 0.0], ["0.5", None, 1j, True])
+    return {"x": x, "mask": mask, "scale": scale}
+
+
+def masked_softmax_torch(x: Any, mask: Any, scale: Any) -> Any:
+    """The docstring's rule: the softmax of ``x · scale`` over the kept entries, zero at the
+    masked ones; a row with no entry kept is all zeros (torch's softmax of a row of -inf is
+    NaN, the outer ``where`` puts the zeros in and lets no gradient through them)."""
+    s = x * scale
+    if mask is None:
+        return torch.softmax(s, dim=-1)
+    kept = torch.softmax(torch.where(mask, s, torch.full((), -math.inf, dtype=s.dtype)), dim=-1)
+    return torch.where(mask, kept, torch.zeros((), dtype=s.dtype))
+
+
+def masked_softmax_floors(inputs: dict[str, np.ndarray], dout: np.ndarray) -> list[float]:
+    """dx = scale · P ⊙ (dout - Σ_j dout_j P_j) cancels by design (a row with one entry kept
+    has dx = 0): its scale is max P · max |dout| · |scale|, as for softmax."""
+    mask = inputs["mask"]
+    p = masked_softmax_torch(torch.from_numpy(inputs["x"].astype(np.float64)),
+                             None if mask is None else torch.from_numpy(mask), inputs["scale"])
+    return [terms_size(np.nan_to_num(p.numpy()), dout, inputs["scale"])]
 
 
 def cross_entropy_inputs(d: Drawer) -> dict[str, Any]:
@@ -411,6 +507,10 @@ OPS: dict[str, Op] = {
                ("x",), F.relu_backward),
     "gelu": Op(("input", "x", "approximate"), gelu_inputs, lambda d, **a: gelu_torch(**a),
                F.gelu_forward, ("x",), F.gelu_backward),
+    "bias_gelu": Op(("input", "x", "bias"), bias_gelu_inputs,
+                    lambda d, **a: bias_gelu_torch(**a), F.bias_gelu_forward,
+                    ("x", "bias"), F.bias_gelu_backward, bias_gelu_floors,
+                    out_floor=bias_gelu_out_floor),
     "dropout": Op(("input", "probability", "mask", "rng"), dropout_inputs, dropout_torch,
                   dropout_ours, ("x",), F.dropout_backward),
     "softmax": Op(("input", "axis"), softmax_inputs,
@@ -419,6 +519,10 @@ OPS: dict[str, Op] = {
     "log_softmax": Op(("input", "axis"), softmax_inputs,
                       lambda d, x, axis: torch.log_softmax(x, dim=axis), F.log_softmax_forward,
                       ("x",), F.log_softmax_backward, log_softmax_floors),
+    # "axis": the softmax's own message for a 0-d input, "masked_softmax axis -1 needs ..."
+    "masked_softmax": Op(("input", "mask", "scale", "axis"), masked_softmax_inputs,
+                         lambda d, **a: masked_softmax_torch(**a), F.masked_softmax_forward,
+                         ("x",), F.masked_softmax_backward, masked_softmax_floors),
     "cross_entropy": Op(("logits", "targets", "ignore_index", "label_smoothing", "reduction"),
                         cross_entropy_inputs, lambda d, **a: cross_entropy_torch(**a),
                         F.cross_entropy_forward, ("logits",), F.cross_entropy_backward,
@@ -513,7 +617,11 @@ def forward_case(op: Op, d: Drawer) -> Case:
     def reference() -> Any:
         return op.torch_fn(d, **{k: d.to_torch(v) for k, v in inputs.items()})
 
-    return Case(lambda: op.ours(**inputs)[0], reference)
+    def floors() -> list[float]:  # called only where the op took the inputs: arrays
+        assert op.out_floor is not None
+        return [op.out_floor({k: d.host.get(id(v), v) for k, v in inputs.items()})]
+
+    return Case(lambda: op.ours(**inputs)[0], reference, floors if op.out_floor else None)
 
 
 def backward_case(op: Op, d: Drawer, dout_drawer: Drawer) -> Case:
@@ -802,6 +910,10 @@ ONE = np.ones((1, 1, 1, 1))
     lambda c: F.merge_heads(c([[[[1.0]]]])),
     lambda c: F.padding_mask(c([[1, 0]])),
     lambda c: F.dropout_forward(np.ones(2), 0.5, mask=c([True, False])),
+    lambda c: F.bias_gelu_forward(c([[1.0, 2.0]]), np.ones(2)),
+    lambda c: F.bias_gelu_forward(np.ones((1, 2)), c([1.0, 2.0])),
+    lambda c: F.masked_softmax_forward(c([[1.0, 2.0]])),
+    lambda c: F.masked_softmax_forward(np.ones((1, 2)), c([[True, False]])),
 ])
 @pytest.mark.parametrize("container", ["list", "torch.Tensor"])
 def test_lists_and_torch_tensors_get_our_error(call, container):
@@ -884,6 +996,8 @@ def test_relu_lets_the_gradient_through_a_nan_as_torch():
     lambda a, b: F.embedding_forward(a(np.array([0])), b(np.ones((2, 2)))),
     lambda a, b: F.cross_entropy_forward(a(np.ones((1, 2))), b(np.array([0]))),
     lambda a, b: F.dropout_forward(a(np.ones(2)), 0.5, mask=b(np.ones(2, bool))),
+    lambda a, b: F.bias_gelu_forward(a(np.ones((2, 3))), b(np.ones(3))),
+    lambda a, b: F.masked_softmax_forward(a(np.ones((2, 3))), b(np.ones(3, bool))),
 ])
 def test_arrays_on_two_devices_get_our_error(call):
     """NumPy mixed with device arrays (the strict stand-in here, CuPy for real) used to fail
@@ -892,3 +1006,77 @@ def test_arrays_on_two_devices_get_our_error(call):
         with pytest.raises(TypeError, match=r"^\w+ inputs must live on one device \(one array "
                                             r"module\), got \w+: (numpy|strict), \w+: "):
             call(a, b)
+
+
+X23 = np.ones((2, 3))
+
+
+@pytest.mark.parametrize(("call", "error", "message"), [
+    (lambda: F.bias_gelu_forward(X23, np.ones(2)), ValueError,
+     "bias_gelu bias must have shape (3,) to match x (2, 3), got (2,)"),
+    (lambda: F.bias_gelu_forward(X23, np.ones((2, 3))), ValueError,  # NumPy would broadcast it
+     "bias_gelu bias must have shape (3,) to match x (2, 3), got (2, 3)"),
+    (lambda: F.bias_gelu_forward(X23, np.ones((1, 3))), ValueError,
+     "bias_gelu bias must have shape (3,) to match x (2, 3), got (1, 3)"),
+    (lambda: F.bias_gelu_forward(X23, np.array(1.0)), ValueError,
+     "bias_gelu bias must have shape (3,) to match x (2, 3), got ()"),
+    (lambda: F.bias_gelu_forward(X23, np.ones(3, np.int64)), TypeError,
+     "bias_gelu bias must be a floating-point array (float32 or float64), got int64"),
+    (lambda: F.bias_gelu_forward(X23, None), TypeError,
+     "bias_gelu bias must be a floating-point array (float32 or float64), got None"),
+    (lambda: F.bias_gelu_forward(X23, np.ones(3, np.float32)), TypeError,
+     "bias_gelu inputs must share one floating dtype, got x: float64, bias: float32"),
+    (lambda: F.bias_gelu_forward(ZERO_DIM, np.ones(1)), ValueError,
+     "bias_gelu input must have an axis -1 (the C features the bias is added to), got shape ()"),
+    (lambda: F.bias_gelu_forward(np.ones((2, 0)), np.ones(0)), ValueError,
+     "bias_gelu input must not be empty along axis -1 (the C features the bias is added to), "
+     "got shape (2, 0)"),
+    (lambda: F.masked_softmax_forward(X23, np.ones((2, 3), np.int64)), TypeError,
+     "masked_softmax mask must be a boolean array (True = keep), got int64"),
+    (lambda: F.masked_softmax_forward(X23, np.ones((2, 3))), TypeError,
+     "masked_softmax mask must be a boolean array (True = keep), got float64"),
+    (lambda: F.masked_softmax_forward(X23, True), TypeError,
+     "masked_softmax mask must be a boolean array (True = keep), got bool"),
+    (lambda: F.masked_softmax_forward(X23, np.ones(2, bool)), ValueError,
+     "masked_softmax mask must broadcast to the input's shape (2, 3), got shape (2,)"),
+    (lambda: F.masked_softmax_forward(X23, np.ones((3, 3), bool)), ValueError,
+     "masked_softmax mask must broadcast to the input's shape (2, 3), got shape (3, 3)"),
+    (lambda: F.masked_softmax_forward(X23, np.ones((1, 2, 3), bool)), ValueError,  # x stays 2-D
+     "masked_softmax mask must broadcast to the input's shape (2, 3), got shape (1, 2, 3)"),
+    (lambda: F.bias_gelu_forward(X23, np.ones(3), "erf"), ValueError,
+     "bias_gelu approximate must be 'none' or 'tanh', got 'erf'"),
+    (lambda: F.masked_softmax_forward(X23, None, "0.5"), TypeError,
+     "masked_softmax scale must be a real number, got '0.5'"),
+    (lambda: F.masked_softmax_forward(X23, None, None), TypeError,
+     "masked_softmax scale must be a real number, got None"),
+    (lambda: F.masked_softmax_forward(X23, None, True), TypeError,
+     "masked_softmax scale must be a real number, got True"),
+    (lambda: F.masked_softmax_forward(X23, None, 1j), TypeError,
+     "masked_softmax scale must be a real number, got 1j"),
+    (lambda: F.masked_softmax_forward(np.ones((2, 3), np.int64)), TypeError,
+     "masked_softmax input must be a floating-point array (float32 or float64), got int64"),
+    (lambda: F.masked_softmax_forward(np.ones((2, 0)), np.ones(0, bool)), ValueError,
+     "masked_softmax input must not be empty along axis -1 (the softmax axis), got shape (2, 0)"),
+])
+def test_bias_gelu_and_masked_softmax_errors(call, error, message):
+    """Bad inputs of bias_gelu and masked_softmax: a bias that is not (C,) (NumPy would
+    broadcast a (1, C) or (N, C) one), a mask that is not boolean or does not broadcast to x, a
+    scale that is no real number. Each message names the op and the argument.
+
+    The property test above still draws no mask that fails to broadcast and no bad
+    ``approximate``: these examples hold those messages."""
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
+        call()
+
+
+def test_masked_softmax_keeps_nan_out_of_masked_entries() -> None:
+    """A NaN or inf among the kept entries of a row leaves its masked entries exactly zero, as
+    the docstring promises (``probs *= mask`` gave 0 · NaN = NaN there)."""
+    x = np.array([[np.nan, 1.0, 2.0], [np.inf, 1.0, 2.0], [0.0, 1.0, 2.0]])
+    mask = np.array([True, True, False])
+    with np.errstate(invalid="ignore"):
+        probs, _ = F.masked_softmax_forward(x, mask, 0.5)
+    assert (probs[:, 2] == 0).all()
+    assert np.isnan(probs[:2, :2]).all()  # the kept entries of those rows are NaN, as softmax's
+    want = np.exp(0.5 * x[2, :2] - 0.5 * x[2, :2].max())
+    np.testing.assert_allclose(probs[2, :2], want / want.sum(), rtol=1e-15)

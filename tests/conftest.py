@@ -52,6 +52,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as tF
+from hypothesis import settings
 
 import nanotf
 from nanotf import backend as nanotf_backend
@@ -60,6 +61,12 @@ from nanotf.testing import strict as strict_mod
 
 RTOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
 GRADCHECK_RTOL = 1e-9
+
+# CI (the CI variable set, as .ci/run sets it) draws hypothesis's examples from a fixed seed, so
+# a run there repeats; elsewhere every run explores new examples
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 # torch on one thread in the whole suite (the model tests used to set this when imported, which
 # already made it session-wide whenever they were collected)

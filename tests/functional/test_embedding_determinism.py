@@ -163,7 +163,14 @@ def test_the_fused_switch_runs_the_reference() -> None:
     want = embedding_backward_reference(dout, cache)
     with reference_only():
         np.testing.assert_array_equal(embedding_backward(dout, cache), want)
-    fast = embedding_backward(dout, cache)
+    from nanotf.functional import fused
+
+    was = fused.enabled()  # the suite may run with NANOTF_FUSED=0
+    fused.set_enabled(True)
+    try:
+        fast = embedding_backward(dout, cache)
+    finally:
+        fused.set_enabled(was)
     np.testing.assert_array_equal(fast[3], 0.0)
     assert rel_error(fast, want) <= 1e-12
     np.testing.assert_array_equal(fast, segment_sum(ids.reshape(-1), dout.reshape(-1, 5), 11)

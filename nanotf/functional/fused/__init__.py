@@ -22,8 +22,12 @@ The switch:
 Kernels are found by op name and array module name (``"cupy"``, ``"numpy"``, ``"strict"`` for
 the CPU stand-in), read off the array's type, so nothing here imports CuPy on a machine without
 it. CuPy's kernels (``cupy_kernels``) are registered the first time an op sees a CuPy array, and
-each is compiled the first time it runs. No kernel is registered for NumPy or the stand-in, so
-on the CPU every op runs its reference, bit for bit.
+each is compiled the first time it runs. On the CPU, where Numba is installed (the ``fast``
+extra), Numba's kernels (``numba_kernels``) are registered the first time an op sees a NumPy
+array (or a stand-in array: thin wrappers around the same kernels, so the stand-in's results stay
+NumPy's bit for bit), and each is compiled once per dtype on its first call and cached on disk.
+Without Numba nothing is registered for NumPy or the stand-in, and every op on the CPU runs its
+reference. Lazy registration never replaces a kernel that ``register`` put there first.
 
 ``OPS`` lists the ops that may dispatch and what their kernel takes and returns; ``register``
 adds a kernel for one op and one array module.
@@ -89,7 +93,7 @@ _state: dict[str, bool] = {"enabled": _parse_env(os.environ.get(ENV_VAR))}
 # (op name, array module name) -> kernel
 _KERNELS: dict[tuple[str, str], Callable[..., Any]] = {}
 # array modules whose kernels are registered on first use, and whether that happened
-_LAZY: dict[str, bool] = {"cupy": False}
+_LAZY: dict[str, bool] = {"cupy": False, "numpy": False, "strict": False}
 
 
 def enabled() -> bool:
@@ -153,6 +157,15 @@ def _load(module: str) -> None:
 
         for op, kernel in cupy_kernels.KERNELS.items():
             register(op, "cupy", kernel)
+        return
+    try:  # "numpy" or "strict": Numba's kernels, where Numba is installed
+        from . import numba_kernels
+    except ImportError:  # no Numba (or none that loads): the reference runs
+        return
+    kernels = numba_kernels.KERNELS if module == "numpy" else numba_kernels.STRICT_KERNELS
+    for op, kernel in kernels.items():
+        if (op, module) not in _KERNELS:  # a kernel registered by hand stays
+            register(op, module, kernel)
 
 
 def kernel_for(op: str, x: Any) -> Callable[..., Any] | None:

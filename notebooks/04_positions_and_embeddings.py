@@ -230,10 +230,11 @@ assert np.allclose(grad[:T], dout.sum(axis=0), rtol=1e-5, atol=1e-6) and (grad[T
 #
 # A classic NumPy trap: `dW[ids] += dout` does **not** do this. Fancy-index assignment is
 # buffered, so for repeated indices only one of the writes survives. The scatter-add
-# `np.add.at(dW, ids, dout)` adds every one: it is the readable reference,
-# `embedding_backward_reference`. `embedding_backward` itself adds each token's rows in a fixed
-# tree order (`segment_sum`: the same sum up to round-off, but it repeats bit for bit on a GPU,
-# where a scatter-add's atomic adds run in any order).
+# `np.add.at(dW, ids, dout)` adds every one: it is what `embedding_backward` does here, since the
+# course runs the readable reference ops. With nanotf's fast paths on (outside the course), it
+# adds each token's rows in a fixed tree order instead (`segment_sum`: the same sum up to
+# round-off, and it repeats bit for bit on a GPU, where a scatter-add's atomic adds run in any
+# order).
 
 # %%
 V = 6

@@ -115,14 +115,22 @@ def declared(nb: Any) -> dict[str, int]:
 
 @contextmanager
 def _kernel_environment() -> Iterator[None]:
-    """The kernel chooses matplotlib's inline backend itself: an inherited ``MPLBACKEND=Agg``
-    (as CI sets) would hide every figure, so it is removed while the kernel starts."""
-    saved = os.environ.pop("MPLBACKEND", None)
+    """The environment the kernel starts in. It chooses matplotlib's inline backend itself: an
+    inherited ``MPLBACKEND=Agg`` (as CI sets) would hide every figure, so it is removed. And the
+    course runs the readable reference ops, the code it teaches (``NANOTF_FUSED=0``): the
+    committed outputs are the same whether or not fused kernels (the ``fast`` extra) are
+    installed."""
+    saved = {name: os.environ.get(name) for name in ("MPLBACKEND", "NANOTF_FUSED")}
+    os.environ.pop("MPLBACKEND", None)
+    os.environ["NANOTF_FUSED"] = "0"
     try:
         yield
     finally:
-        if saved is not None:
-            os.environ["MPLBACKEND"] = saved
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def execute(nb: Any, cwd: Path | str, timeout: int = 600) -> float:

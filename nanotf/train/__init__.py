@@ -38,7 +38,8 @@ whole output string right). Evaluation draws no random numbers, so it does not c
 
 The package, by what each file holds: ``config.py`` (:class:`TrainConfig` and the names it
 accepts), ``checks.py`` (the value checks), ``factories.py`` (model, optimizer, schedule),
-``lm.py`` (GPT's model, loss and evaluation), ``history.py`` (what a run records),
+``lm.py`` (GPT's model, loss and evaluation), ``steps.py`` (the Transformer's loss on a batch,
+the host check of a batch's ids), ``history.py`` (what a run records),
 ``divergence.py``, ``interrupts.py``, ``threads.py``, ``rng_state.py``, ``resume.py``
 (checkpoints read back, :func:`load_model`, :func:`load_gpt`); the loop itself,
 :class:`Trainer`, is here (tests replace ``nanotf.train.clip_grad_norm`` and
@@ -59,10 +60,10 @@ import numpy as np
 
 from ..backend import get_backend, manual_seed, set_backend, set_default_dtype, to_numpy
 from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from ..checks import check_int_ids, ids_checked_on_host
-from ..data import PAD_ID, Batch, LMBatch, LMTask, Task, lm_batch, make_batch
+from ..checks import ids_checked_on_host
+from ..data import Batch, LMBatch, LMTask, Task, lm_batch, make_batch
 from ..decode import beam_search, greedy_decode, translate
-from ..functional import cross_entropy_backward, cross_entropy_forward
+from ..functional import cross_entropy_backward
 from ..optim import LRScheduler, clip_grad_norm
 from .config import DTYPES, MODEL_FIELDS, MODELS, OPTIMIZERS, SCHEDULES, TrainConfig, make_task
 from .divergence import TrainingDiverged, check_finite
@@ -82,6 +83,7 @@ from .resume import (
     saved_vocabs,
 )
 from .rng_state import host_rng_state, set_host_rng_state
+from .steps import check_batch_ids, seq2seq_loss
 from .threads import blas_threads
 
 __all__ = [
@@ -206,21 +208,12 @@ class Trainer:
             batch = host_batch.to_backend()
             model.train()
             # the ids are checked once, here on the host: no device check in the step
-            self._check_batch_ids(host_batch)
-            if isinstance(batch, LMBatch):  # GPT: read <bos> x = y, predict y <eos>
-                with ids_checked_on_host():
+            check_batch_ids(model, host_batch)
+            with ids_checked_on_host():
+                if isinstance(batch, LMBatch):  # GPT: read <bos> x = y, predict y <eos>
                     _, loss, cache = lm_loss(model, batch, cfg.label_smoothing)
-            else:  # forward, teacher forcing: read <bos> y, predict y <eos>
-                with ids_checked_on_host():
-                    logits = model.forward(
-                        batch.src, batch.tgt_in, batch.src_mask, batch.tgt_in_mask
-                    )
-                    loss, cache = cross_entropy_forward(
-                        logits,
-                        batch.tgt_out,
-                        ignore_index=PAD_ID,
-                        label_smoothing=cfg.label_smoothing,
-                    )
+                else:  # teacher forcing: read <bos> y, predict y <eos>
+                    _, loss, cache = seq2seq_loss(model, batch, cfg.label_smoothing)
             loss_value = float(to_numpy(loss))  # the step's one loss transfer
             self._check_finite("loss", loss_value)
             # backward, by hand: dloss/dlogits, then every layer in reverse
@@ -248,17 +241,6 @@ class Trainer:
                 set_host_rng_state(rng_state)
             raise
         return loss_value
-
-    def _check_batch_ids(self, batch: Batch | LMBatch) -> None:
-        """The ids of a host batch lie in the model's vocabularies (checked on the host, so the
-        device step need not check them again: ``ids_checked_on_host``)."""
-        if isinstance(batch, LMBatch):
-            check_int_ids("GPT: input_ids", batch.ids, self.model.config.vocab_size)
-        else:
-            check_int_ids("Transformer: source ids", batch.src, self.model.src_vocab_size)
-            check_int_ids("Transformer: target ids", batch.tgt, self.model.tgt_vocab_size)
-        if batch.n_tokens == 0:
-            raise ValueError("training batch has no target token to learn from")
 
     def _check_finite(self, quantity: str, value: float) -> None:
         check_finite(self.step, quantity, value, self.config.lr)
@@ -394,14 +376,11 @@ class Trainer:
     ) -> None:
         model, task = self.model, self.task
         host_batch = make_batch(chunk, task)
-        self._check_batch_ids(host_batch)
+        check_batch_ids(model, host_batch)
         batch = host_batch.to_backend()
         # teacher-forced: loss (summed, no smoothing) and argmax accuracy per target token
         with ids_checked_on_host():
-            logits = model.forward(batch.src, batch.tgt_in, batch.src_mask, batch.tgt_in_mask)
-            loss, _ = cross_entropy_forward(
-                logits, batch.tgt_out, ignore_index=PAD_ID, reduction="sum"
-            )
+            logits, loss, _ = seq2seq_loss(model, batch, reduction="sum")
         mask = host_batch.tgt_out_mask  # the labels and their mask are on the host already
         pred = to_numpy(logits.argmax(axis=-1))
         totals["loss"] += float(to_numpy(loss))

@@ -86,7 +86,7 @@ def registry(monkeypatch: pytest.MonkeyPatch) -> dict:
     kernels = dict(fused._KERNELS)
     monkeypatch.setattr(fused, "_KERNELS", kernels)
     monkeypatch.setattr(fused, "_LAZY", dict(fused._LAZY))
-    monkeypatch.setattr(fused, "_state", {"enabled": True})
+    monkeypatch.setattr(fused, "_state", {**fused._state, "enabled": True})
     return kernels
 
 
@@ -884,7 +884,7 @@ def kernel_backend(request, monkeypatch) -> Backend:
                         lambda name, dtype: HostElementwiseKernel(libs[dtype], name, dtype))
     monkeypatch.setattr(fused, "_KERNELS", dict(fused._KERNELS))
     monkeypatch.setattr(fused, "_LAZY", dict(fused._LAZY))  # a lazy load here stays here
-    monkeypatch.setattr(fused, "_state", {"enabled": True})
+    monkeypatch.setattr(fused, "_state", {**fused._state, "enabled": True})
     for op, kernel in cupy_kernels.KERNELS.items():
         fused.register(op, "numpy", kernel)
     return Backend("numpy", np)

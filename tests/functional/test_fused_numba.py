@@ -18,6 +18,7 @@ Skipped, with the reason, where Numba is not installed (it is the optional ``fas
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -70,7 +71,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def kernels_on(monkeypatch: pytest.MonkeyPatch) -> None:
     """The switch on, and Numba's kernels registered for NumPy and the stand-in (whatever an
     earlier test left in the registry), for each test; the real registry comes back after."""
-    monkeypatch.setattr(fused, "_state", {"enabled": True})
+    monkeypatch.setattr(fused, "_state", {**fused._state, "enabled": True})
     kernels = dict(fused._KERNELS)
     for op in fused.OPS:
         kernels[(op, "numpy")] = numba_kernels.KERNELS[op]
@@ -442,15 +443,55 @@ def test_two_runs_are_bitwise_equal(dtype):
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="Numba has one thread here")
 def test_one_thread_and_two_give_the_same_bits():
-    before = numba.get_num_threads()
+    before = fused.kernel_threads()
+    seen: list[int] = []
+    loop = numba_kernels._gelu_erf
+
+    def spy(*args):  # the number of threads the kernel's loop runs on
+        seen.append(numba.get_num_threads())
+        return loop(*args)
+
     try:
-        numba.set_num_threads(1)
+        numba_kernels._gelu_erf = spy
+        fused.set_kernel_threads(1)
         one = run_everything(NUMPY)
-        numba.set_num_threads(2)
+        fused.set_kernel_threads(2)
         two = run_everything(NUMPY)
     finally:
-        numba.set_num_threads(before)
+        fused.set_kernel_threads(before)
+        numba_kernels._gelu_erf = loop
+    assert 1 in seen and 2 in seen
     assert_bitwise(one, two)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="Numba has one thread here")
+def test_a_kernel_leaves_the_callers_numba_threads_as_they_were():
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(2)
+        assert fused.kernel_threads() == 1
+        fused.kernel_for("gelu_forward", np.ones(3))(np.ones(3), "none")
+        assert numba.get_num_threads() == 2
+    finally:
+        numba.set_num_threads(before)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2", None])
+def test_set_kernel_threads_refuses_what_is_not_a_positive_integer(bad):
+    with pytest.raises(ValueError, match=f"positive integer, got {re.escape(repr(bad))}"):
+        fused.set_kernel_threads(bad)
+
+
+@pytest.mark.parametrize(("value", "want"), [(None, 1), ("", 1), (" 3 ", 3), ("1", 1)])
+def test_the_threads_environment_variable(value, want):
+    assert fused._parse_threads(value) == want
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
+def test_a_bad_threads_environment_variable_is_refused(value):
+    with pytest.raises(ValueError, match=f"NANOTF_KERNEL_THREADS must be a positive integer.*"
+                                         f"got {re.escape(repr(value))}"):
+        fused._parse_threads(value)
 
 
 def test_switch_off_runs_the_reference_bit_for_bit(monkeypatch):

@@ -43,15 +43,19 @@ from typing import Any
 __all__ = [
     "ENV_VAR",
     "OPS",
+    "THREADS_ENV_VAR",
     "array_module_name",
     "enabled",
     "kernel_for",
+    "kernel_threads",
     "reference_only",
     "register",
     "set_enabled",
+    "set_kernel_threads",
 ]
 
 ENV_VAR = "NANOTF_FUSED"
+THREADS_ENV_VAR = "NANOTF_KERNEL_THREADS"
 
 #: op name -> what its kernel is called with and what it returns (arrays of the inputs' dtype)
 OPS: dict[str, str] = {
@@ -88,7 +92,26 @@ def _parse_env(value: str | None) -> bool:
     )
 
 
-_state: dict[str, bool] = {"enabled": _parse_env(os.environ.get(ENV_VAR))}
+def _parse_threads(value: str | None) -> int:
+    """The value of ``NANOTF_KERNEL_THREADS``: unset or empty means 1; else a positive integer."""
+    if value is None or value.strip() == "":
+        return 1
+    try:
+        n = int(value.strip())
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(
+            f"{THREADS_ENV_VAR} must be a positive integer (the threads of the CPU kernels), "
+            f"got {value!r}"
+        )
+    return n
+
+
+_state: dict[str, Any] = {
+    "enabled": _parse_env(os.environ.get(ENV_VAR)),
+    "threads": _parse_threads(os.environ.get(THREADS_ENV_VAR)),
+}
 
 # (op name, array module name) -> kernel
 _KERNELS: dict[tuple[str, str], Callable[..., Any]] = {}
@@ -108,6 +131,25 @@ def set_enabled(flag: bool) -> None:
             f"fused.set_enabled expects True or False, got {type(flag).__name__} {flag!r}"
         )
     _state["enabled"] = flag
+
+
+def kernel_threads() -> int:
+    """How many threads each CPU (Numba) kernel runs on: 1 unless ``set_kernel_threads`` says."""
+    return _state["threads"]
+
+
+def set_kernel_threads(n: int) -> None:
+    """Run each CPU (Numba) kernel on ``n`` threads (``NANOTF_KERNEL_THREADS`` sets it at start).
+
+    The default is 1: the kernels run between GEMMs, and OpenBLAS's threads keep spinning for a
+    while after each GEMM, so a second pool of threads fights them for the cores. On this
+    project's 2-core machine two kernel threads made a training step 3-10x slower than one (see
+    benchmarks/README.md). More threads than Numba has (``NUMBA_NUM_THREADS``, the cores) run on
+    as many as it has. Results are the same bits whatever the number.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"fused.set_kernel_threads expects a positive integer, got {n!r}")
+    _state["threads"] = n
 
 
 @contextmanager

@@ -3,10 +3,13 @@
 the CPU stand-in ``nanotf.testing.strict``.
 
 Each kernel computes what its reference op computes, step by step in the same order, for float32
-and float64, in one pass over the data and on every core (``numba.prange``): elementwise kernels
-share out the elements, row kernels (LayerNorm, softmax) the rows of the last axis. Every output
-element, or every row, is computed by one thread in a fixed order, so results are the same from
-run to run and whatever the number of threads (``numba.set_num_threads``). They compile with
+and float64, in one pass over the data, as ``numba.prange`` loops: elementwise kernels share out
+the elements, row kernels (LayerNorm, softmax) the rows of the last axis, over
+``fused.kernel_threads()`` threads (1 unless ``fused.set_kernel_threads`` or
+``NANOTF_KERNEL_THREADS`` says more: a second pool beside OpenBLAS's spinning threads costs more
+than it buys on few cores; see ``set_kernel_threads``). Every output element, or every row, is
+computed by one thread in a fixed order, so results are the same from run to run and whatever
+the number of threads. They compile with
 ``fastmath=False``: no reassociation and no contracted multiply-add that the reference does not
 make. Constants reach the kernels as scalars of the inputs' dtype, so float32 stays float32 as it
 does in NumPy (where a Python float takes the array's dtype).
@@ -48,10 +51,12 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numba
 import numpy as np
 
 from ...special import _F32, _F64
 from ...testing.strict import DeviceConversionError, StrictArray
+from . import kernel_threads
 from .numba_loops import (
     _adam,
     _bias_gelu_erf,
@@ -240,7 +245,26 @@ def adam_update(
             a[...] = flat.reshape(a.shape)
 
 
-KERNELS: dict[str, Callable[..., Any]] = {
+def _on_kernel_threads(kernel: Callable[..., Any]) -> Callable[..., Any]:
+    """``kernel`` run on ``fused.kernel_threads()`` of Numba's threads (at most the
+    ``NUMBA_NUM_THREADS`` it has); the calling thread's own Numba setting is restored after."""
+
+    @functools.wraps(kernel)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        want = min(kernel_threads(), numba.config.NUMBA_NUM_THREADS)
+        before = numba.get_num_threads()
+        if before == want:
+            return kernel(*args, **kwargs)
+        numba.set_num_threads(want)
+        try:
+            return kernel(*args, **kwargs)
+        finally:
+            numba.set_num_threads(before)
+
+    return run
+
+
+_KERNELS: dict[str, Callable[..., Any]] = {
     "gelu_forward": gelu_forward,
     "gelu_backward": gelu_backward,
     "bias_gelu_forward": bias_gelu_forward,
@@ -251,6 +275,7 @@ KERNELS: dict[str, Callable[..., Any]] = {
     "masked_softmax_forward": masked_softmax_forward,
     "adam_update": adam_update,
 }
+KERNELS: dict[str, Callable[..., Any]] = {op: _on_kernel_threads(k) for op, k in _KERNELS.items()}
 
 
 # -- the same kernels for the CPU stand-in (nanotf.testing.strict) ----------------------------

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
+
+from _timing import best_of, cpu_model
 
 
 def make_sentences(n: int, seed: int = 0) -> list[str]:
@@ -30,15 +31,6 @@ def make_sentences(n: int, seed: int = 0) -> list[str]:
         k = int(rng.integers(5, 41))
         out.append(" ".join(rng.choice(words, size=k)).capitalize() + ".")
     return out
-
-
-def best_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main() -> None:
@@ -69,12 +61,13 @@ def main() -> None:
     b = ref.encode(sentences[:64], batch_size=args.batch_size, convert_to_numpy=True)
     agree = float(np.min(np.sum(a * b, axis=1)))
 
-    t_ours = best_of(lambda: ours.encode(sentences, batch_size=args.batch_size), args.repeats)
+    t_ours = best_of(lambda: ours.encode(sentences, batch_size=args.batch_size), args.repeats)[0]
     t_ref = best_of(
         lambda: ref.encode(sentences, batch_size=args.batch_size, convert_to_numpy=True),
         args.repeats,
-    )
+    )[0]
     n = len(sentences)
+    print(f"CPU: {cpu_model()}")
     print(f"threads={args.threads} batch_size={args.batch_size} sentences={n} "
           f"python={sys.version.split()[0]} numpy={np.__version__} torch={torch.__version__}")
     print(f"lowest cosine between the two on the warm-up sentences: {agree:.7f}\n")

@@ -1,9 +1,14 @@
 """One training step of the seq2seq Transformer: nanotf (NumPy) vs PyTorch eager, in one run.
 
 A step is forward, cross-entropy with label smoothing, backward and an Adam update, on the same
-model shape, batch and thread count. Each framework runs in its own subprocess so that its peak
-resident memory can be read on its own. Prints a Markdown table with seconds per step, peak
-memory and the ratios nanotf / PyTorch.
+model shape, batch and thread count, as in real training: dropout 0.1, and padding, so every
+attention is masked (each source and target row has a random length between half the preset's
+length and all of it, then pad id 0; both frameworks mask the padded keys and ignore the padded
+targets). Each framework runs in its own subprocess so that its peak resident memory can be read
+on its own. Also measured in its own subprocess: the machine's float32 GEMM peak (2048³, NumPy's
+BLAS and torch's, the higher counts), against which the step's matmul FLOPs (counted from the
+shapes) give each framework's share of the peak. Prints the CPU and a Markdown table with seconds
+per step, share of peak, peak memory and the ratios nanotf / PyTorch.
 
     python benchmarks/bench_train_step.py --preset small --threads 2
 """
@@ -17,6 +22,8 @@ import subprocess
 import sys
 import time
 
+from _timing import cpu_model
+
 PRESETS = {
     # vocab, d_model, heads, layers (each side), d_ff, batch, length
     "tiny": dict(vocab=64, d_model=64, heads=4, layers=2, d_ff=128, batch=64, length=12),
@@ -26,12 +33,32 @@ PRESETS = {
 
 
 def _batch(p: dict, seed: int = 0):
+    """Source (B, L) and target (B, L + 1) ids, each row padded (id 0) after a random length."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    src = rng.integers(3, p["vocab"], size=(p["batch"], p["length"]))
-    tgt = rng.integers(3, p["vocab"], size=(p["batch"], p["length"] + 1))
+    b, n = p["batch"], p["length"]
+    src = rng.integers(3, p["vocab"], size=(b, n))
+    tgt = rng.integers(3, p["vocab"], size=(b, n + 1))
+    for ids in (src, tgt):
+        lengths = rng.integers(n // 2, ids.shape[1] + 1, size=b)  # real tokens per row
+        ids[np.arange(ids.shape[1]) >= lengths[:, None]] = 0
     return src, tgt
+
+
+def step_flops(p: dict) -> float:
+    """The matmul FLOPs of one step: forward (linear layers and attention's two batched
+    matmuls, padding included: both frameworks compute it) times 3 (the backward's two matmuls
+    per forward one). LayerNorm, softmax, dropout, the loss and Adam are not counted."""
+    d, ff, n_layers = p["d_model"], p["d_ff"], p["layers"]
+    s = t = p["length"]
+    tokens = p["batch"] * s  # source and target tokens alike (L each)
+    encoder = 4 * d * d + 2 * d * ff + 2 * s * d  # MACs per source token and layer
+    decoder = (4 * d * d + 2 * t * d) + (2 * d * d + 2 * s * d) + 2 * d * ff  # per target token
+    cross_kv = 2 * d * d  # the cross-attention's keys and values, per source token
+    output = d * p["vocab"]  # per target token
+    macs = tokens * (n_layers * (encoder + decoder + cross_kv) + output)
+    return 3 * 2 * macs
 
 
 def run_nanotf(p: dict, steps: int) -> list[float]:
@@ -47,7 +74,7 @@ def run_nanotf(p: dict, steps: int) -> list[float]:
                         n_encoder_layers=p["layers"], n_decoder_layers=p["layers"],
                         d_ff=p["d_ff"], dropout=0.1)
     opt = Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
-    src, tgt = _batch(p)
+    src, tgt = _batch(p)  # the model masks pad id 0 (its default pad_id)
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
@@ -75,11 +102,14 @@ def run_torch(p: dict, steps: int) -> list[float]:
     pos = torch.zeros(p["length"], d)  # a constant table costs the same as the sinusoid
     src, tgt = (torch.as_tensor(a) for a in _batch(p))
     causal = nn.Transformer.generate_square_subsequent_mask(p["length"])
+    src_pad, tgt_pad = src == 0, tgt[:, :-1] == 0  # True where padded
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
         opt.zero_grad()
-        h = core(emb_s(src) * d**0.5 + pos, emb_t(tgt[:, :-1]) * d**0.5 + pos, tgt_mask=causal)
+        h = core(emb_s(src) * d**0.5 + pos, emb_t(tgt[:, :-1]) * d**0.5 + pos, tgt_mask=causal,
+                 src_key_padding_mask=src_pad, tgt_key_padding_mask=tgt_pad,
+                 memory_key_padding_mask=src_pad)
         logits = out(h)
         loss = nn.functional.cross_entropy(logits.reshape(-1, p["vocab"]),
                                            tgt[:, 1:].reshape(-1), ignore_index=0,
@@ -90,9 +120,31 @@ def run_torch(p: dict, steps: int) -> list[float]:
     return times
 
 
+def gemm_peak(threads: int, n: int = 2048, repeats: int = 5) -> dict:
+    """GFLOP/s of the best of ``repeats`` float32 n×n×n matmuls, NumPy's BLAS and torch's."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    out = {}
+    for name, x in (("numpy", a), ("torch", torch.from_numpy(a))):
+        x @ x  # warm up
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            x @ x
+            best = min(best, time.perf_counter() - t0)
+        out[name] = 2 * n**3 / best / 1e9
+    return out
+
+
 def child(framework: str, preset: str, steps: int, threads: int) -> None:
     import resource
 
+    if framework == "peak":
+        print(json.dumps(gemm_peak(threads)))
+        return
     p = PRESETS[preset]
     if framework == "torch":
         import torch
@@ -111,7 +163,7 @@ def main() -> None:
     ap.add_argument("--preset", choices=sorted(PRESETS), default="small")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--child", choices=["nanotf", "torch"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["nanotf", "torch", "peak"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args.child, args.preset, args.steps, args.threads)
@@ -120,21 +172,29 @@ def main() -> None:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(args.threads)
     res = {}
-    for fw in ("torch", "nanotf"):
+    for fw in ("peak", "torch", "nanotf"):
         out = subprocess.run(
             [sys.executable, __file__, "--child", fw, "--preset", args.preset,
              "--steps", str(args.steps), "--threads", str(args.threads)],
             env=env, check=True, capture_output=True, text=True,
         ).stdout
         res[fw] = json.loads(out.strip().splitlines()[-1])
-    print(f"preset={args.preset} {PRESETS[args.preset]} threads={args.threads} "
-          f"steps={args.steps} (median of steps after the first)\n")
-    print("| framework | s / step | peak RSS (MiB) | time ratio | memory ratio |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    t, n = res["torch"], res["nanotf"]
-    print(f"| PyTorch eager | {t['median_s']:.3f} | {t['peak_mib']:.0f} | 1.00 | 1.00 |")
-    print(f"| nanotf (NumPy) | {n['median_s']:.3f} | {n['peak_mib']:.0f} | "
-          f"{n['median_s'] / t['median_s']:.2f} | {n['peak_mib'] / t['peak_mib']:.2f} |")
+    p = PRESETS[args.preset]
+    flops = step_flops(p)
+    peak = max(res["peak"].values())
+    print(f"CPU: {cpu_model()}, threads={args.threads}, preset={args.preset} {p}, "
+          f"steps={args.steps} (median of the steps after the first)")
+    print(f"float32 GEMM peak (2048³): NumPy {res['peak']['numpy']:.0f} GFLOP/s, torch "
+          f"{res['peak']['torch']:.0f} GFLOP/s; the step's matmuls: {flops / 1e9:.1f} GFLOP, "
+          f"{flops / peak / 1e9:.3f} s at the higher peak\n")
+    print("| framework | s / step | share of GEMM peak | peak RSS (MiB) | time ratio "
+          "| memory ratio |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    t = res["torch"]
+    for name, r in (("PyTorch eager", t), ("nanotf (NumPy)", res["nanotf"])):
+        share = flops / r["median_s"] / 1e9 / peak
+        print(f"| {name} | {r['median_s']:.3f} | {share:.0%} | {r['peak_mib']:.0f} | "
+              f"{r['median_s'] / t['median_s']:.2f} | {r['peak_mib'] / t['peak_mib']:.2f} |")
 
 
 if __name__ == "__main__":

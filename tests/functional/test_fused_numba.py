@@ -44,7 +44,7 @@ from nanotf.functional import (  # noqa: E402  (after the skip)
     softmax_backward,
     softmax_forward,
 )
-from nanotf.functional.fused import numba_kernels  # noqa: E402
+from nanotf.functional.fused import _threads, numba_kernels  # noqa: E402
 from nanotf.nn import Parameter  # noqa: E402
 from nanotf.optim import Adam, AdamW  # noqa: E402
 from nanotf.testing import strict as strict_mod  # noqa: E402
@@ -60,6 +60,7 @@ from tests.conftest import (  # noqa: E402
 )
 from tests.functional import test_attention, test_layernorm  # noqa: E402
 from tests.functional.test_fused import BIAS_SHAPES, bias_data  # noqa: E402
+from tests.functional.test_fused_numba_dropout import run_dropout  # noqa: E402
 
 GELU = ["none", "tanh"]
 WIDTHS = (1, 7, 768, 1025)
@@ -71,7 +72,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def kernels_on(monkeypatch: pytest.MonkeyPatch) -> None:
     """The switch on, and Numba's kernels registered for NumPy and the stand-in (whatever an
     earlier test left in the registry), for each test; the real registry comes back after."""
-    monkeypatch.setattr(fused, "_state", {**fused._state, "enabled": True})
+    monkeypatch.setattr(fused, "_state", {"enabled": True})
     kernels = dict(fused._KERNELS)
     for op in fused.OPS:
         kernels[(op, "numpy")] = numba_kernels.KERNELS[op]
@@ -425,6 +426,20 @@ def run_everything(bk: Backend, dtype=np.float32):
     y, ycache = softmax_forward(a(s))
     out += list(bk.host(p, masked_softmax_backward(a(ds), cache), y,
                         softmax_backward(a(ds), ycache)))
+    out += run_dropout(bk, x, dout)  # PCG64's draw, the counter generator's, a given mask
+    from nanotf.functional import bias_relu_backward, bias_relu_forward  # bias + ReLU
+
+    r_out, r_cache = bias_relu_forward(a(x), a(bias))
+    out += list(bk.host(r_out, r_cache.z, *bias_relu_backward(a(dout), r_cache)))
+    from nanotf.functional import cross_entropy_backward, cross_entropy_forward  # the loss
+
+    ce = np.random.default_rng(11)
+    logits = (2.0 * ce.standard_normal((4, 9, 130))).astype(dtype)
+    labels = ce.integers(1, 130, (4, 9))
+    labels[:, 6:] = 0  # ignored
+    loss, ce_cache = cross_entropy_forward(a(logits), a(labels), ignore_index=0,
+                                           label_smoothing=0.1)
+    out += list(bk.host(loss, ce_cache.probs, cross_entropy_backward(1.0, ce_cache)))
     init, grads = adam_data(dtype, shapes=((3000,), (64, 33)))
     out += run_adam(bk, AdamW, dict(lr=0.01), init, grads)
     return out
@@ -484,14 +499,14 @@ def test_set_kernel_threads_refuses_what_is_not_a_positive_integer(bad):
 
 @pytest.mark.parametrize(("value", "want"), [(None, 1), ("", 1), (" 3 ", 3), ("1", 1)])
 def test_the_threads_environment_variable(value, want):
-    assert fused._parse_threads(value) == want
+    assert _threads._parse_threads(value) == want
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
 def test_a_bad_threads_environment_variable_is_refused(value):
     with pytest.raises(ValueError, match=f"NANOTF_KERNEL_THREADS must be a positive integer.*"
                                          f"got {re.escape(repr(value))}"):
-        fused._parse_threads(value)
+        _threads._parse_threads(value)
 
 
 def test_switch_off_runs_the_reference_bit_for_bit(monkeypatch):

@@ -40,6 +40,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from ._threads import THREADS_ENV_VAR, kernel_threads, set_kernel_threads
+
 __all__ = [
     "ENV_VAR",
     "OPS",
@@ -55,21 +57,34 @@ __all__ = [
 ]
 
 ENV_VAR = "NANOTF_FUSED"
-THREADS_ENV_VAR = "NANOTF_KERNEL_THREADS"
 
 #: op name -> what its kernel is called with and what it returns (arrays of the inputs' dtype)
 OPS: dict[str, str] = {
     "gelu_forward": "(x, approximate) -> (out, saved): out like x, saved flat (n,) as GeluCache",
     "gelu_backward": "(dout, x, saved, approximate) -> dx, like x",
     "bias_gelu_forward": "(x, bias, approximate) -> (out, z, saved): z = x + bias, saved flat",
+    "bias_relu_forward": "(x, bias) -> (out, z): z = x + bias, out = max(z, 0), both like x",
+    "bias_relu_backward": "(dout, out) -> (dx, dbias): dx = dout · (out > 0) like out, dbias (C,)",
     "layernorm_forward": "(x, gamma, beta, eps) -> (out, xhat, rstd): rstd (..., 1)",
     "layernorm_backward": "(dout, xhat, rstd, gamma) -> (dx, dgamma, dbeta)",
     "softmax_forward": "(x) -> y: softmax along the last axis",
     "softmax_backward": "(dout, y) -> dx: along the last axis",
     "masked_softmax_forward": "(x, mask, scale) -> (scores, probs): along the last axis",
+    "dropout_forward": "(x, u, p) -> (out, keep): u the draw (float) or the kept mask (bool)",
+    "dropout_forward_counter": (
+        "(x, gen, p) -> (out, keep): gen a CounterGenerator, advanced as gen.random(x.shape)"
+    ),
     "adam_update": (
         "(theta, g, m, v, *, l2, decay, w, beta2, step_size, bias_correction2_sqrt, eps) -> None:"
         " theta, m, v updated in place"
+    ),
+    "cross_entropy_forward": (
+        "(logits, targets, valid, label_smoothing) -> (per_row, probs, targets_safe): (N,),"
+        " (N, V), (N,); per_row 0 and targets_safe 0 where not valid"
+    ),
+    "cross_entropy_backward": (
+        "(probs, targets, valid, scale, label_smoothing) -> dlogits (N, V): (p - q) · scale,"
+        " 0 where not valid"
     ),
 }
 
@@ -92,26 +107,7 @@ def _parse_env(value: str | None) -> bool:
     )
 
 
-def _parse_threads(value: str | None) -> int:
-    """The value of ``NANOTF_KERNEL_THREADS``: unset or empty means 1; else a positive integer."""
-    if value is None or value.strip() == "":
-        return 1
-    try:
-        n = int(value.strip())
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise ValueError(
-            f"{THREADS_ENV_VAR} must be a positive integer (the threads of the CPU kernels), "
-            f"got {value!r}"
-        )
-    return n
-
-
-_state: dict[str, Any] = {
-    "enabled": _parse_env(os.environ.get(ENV_VAR)),
-    "threads": _parse_threads(os.environ.get(THREADS_ENV_VAR)),
-}
+_state: dict[str, Any] = {"enabled": _parse_env(os.environ.get(ENV_VAR))}
 
 # (op name, array module name) -> kernel
 _KERNELS: dict[tuple[str, str], Callable[..., Any]] = {}
@@ -131,25 +127,6 @@ def set_enabled(flag: bool) -> None:
             f"fused.set_enabled expects True or False, got {type(flag).__name__} {flag!r}"
         )
     _state["enabled"] = flag
-
-
-def kernel_threads() -> int:
-    """How many threads each CPU (Numba) kernel runs on: 1 unless ``set_kernel_threads`` says."""
-    return _state["threads"]
-
-
-def set_kernel_threads(n: int) -> None:
-    """Run each CPU (Numba) kernel on ``n`` threads (``NANOTF_KERNEL_THREADS`` sets it at start).
-
-    The default is 1: the kernels run between GEMMs, and OpenBLAS's threads keep spinning for a
-    while after each GEMM, so a second pool of threads fights them for the cores. On this
-    project's 2-core machine two kernel threads made a training step 3-10x slower than one (see
-    benchmarks/README.md). More threads than Numba has (``NUMBA_NUM_THREADS``, the cores) run on
-    as many as it has. Results are the same bits whatever the number.
-    """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"fused.set_kernel_threads expects a positive integer, got {n!r}")
-    _state["threads"] = n
 
 
 @contextmanager

@@ -56,7 +56,9 @@ import numpy as np
 
 from ...special import _F32, _F64
 from ...testing.strict import DeviceConversionError, StrictArray
-from . import kernel_threads
+from ._threads import kernel_threads
+from .numba_bias_relu import BIAS_RELU_KERNELS
+from .numba_dropout import DROPOUT_KERNELS
 from .numba_loops import (
     _adam,
     _bias_gelu_erf,
@@ -72,6 +74,7 @@ from .numba_loops import (
     _softmax_forward,
     _sum_blocks,
 )
+from .numba_loss import LOSS_KERNELS
 
 __all__ = ["KERNELS", "ROWS_PER_BLOCK", "STRICT_KERNELS"]
 
@@ -274,6 +277,9 @@ _KERNELS: dict[str, Callable[..., Any]] = {
     "softmax_backward": softmax_backward,
     "masked_softmax_forward": masked_softmax_forward,
     "adam_update": adam_update,
+    **BIAS_RELU_KERNELS,
+    **DROPOUT_KERNELS,
+    **LOSS_KERNELS,
 }
 KERNELS: dict[str, Callable[..., Any]] = {op: _on_kernel_threads(k) for op, k in _KERNELS.items()}
 

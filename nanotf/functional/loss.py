@@ -19,6 +19,7 @@ from ..checks import (
     check_same_device,
     device_ids_trusted,
 )
+from . import fused
 from .softmax import log_softmax_forward
 
 
@@ -78,9 +79,6 @@ def cross_entropy_forward(
     xp = get_array_module(logits)
     y = targets.reshape(-1)  # (N,)
     valid = y != ignore_index  # (N,)
-    # ignored rows are set to 0 first, so their NaN or inf never enters the softmax's arithmetic
-    flat = xp.where(valid[:, None], logits.reshape(-1, n_classes), 0)  # (N, V)
-    logp, logp_cache = log_softmax_forward(flat)  # (N, V)
     on_host = isinstance(valid, np.ndarray)
     n_valid = int(valid.sum()) if on_host else valid.sum()  # a device count stays there
     if reduction == "mean" and _no_valid_target(n_valid, targets):
@@ -90,6 +88,16 @@ def cross_entropy_forward(
             f"cross_entropy targets must hold at least one target in [0, {n_classes}) for "
             f"reduction='mean' (the mean over no targets is undefined; 'sum' gives 0), got {why}"
         )
+    kernel = fused.kernel_for("cross_entropy_forward", logits)
+    if kernel is not None:  # a fused kernel for logits' array module (nanotf.functional.fused)
+        per_row, probs, y_safe = kernel(logits, y, valid, float(label_smoothing))
+        denom = n_valid if reduction == "mean" else 1
+        loss = per_row.sum() / (denom if isinstance(denom, int) else denom.astype(per_row.dtype))
+        cache = CrossEntropyCache(probs, y_safe, valid, denom, label_smoothing, tuple(logits.shape))
+        return loss, cache
+    # ignored rows are set to 0 first, so their NaN or inf never enters the softmax's arithmetic
+    flat = xp.where(valid[:, None], logits.reshape(-1, n_classes), 0)  # (N, V)
+    logp, logp_cache = log_softmax_forward(flat)  # (N, V)
     y_safe = xp.where(valid, y, 0)
     rows = xp.arange(y.shape[0])
     nll = -logp[rows, y_safe]  # (N,)
@@ -119,6 +127,10 @@ def cross_entropy_backward(dloss: Any, cache: CrossEntropyCache) -> Any:
         "cross_entropy_backward", dloss, (), p.dtype, "(the 0-d loss)", arg="dloss", number_ok=True
     )
     xp = get_array_module(p)
+    kernel = fused.kernel_for("cross_entropy_backward", p)
+    if kernel is not None:  # a fused kernel for p's array module (nanotf.functional.fused)
+        scale = _scale(xp, dloss, cache.denom, p.dtype)
+        return kernel(p, cache.targets, cache.valid, scale, eps).reshape(cache.shape)
     n_classes = p.shape[-1]
     dlogits = p.copy()  # (N, V)
     if eps > 0.0:

@@ -7,6 +7,8 @@ from typing import Any, NamedTuple
 from ..backend import get_array_module
 from ..backend import rng as default_rng
 from ..checks import check_array, check_dout, check_float, check_real, check_same_device, given
+from ..counter_rng import CounterGenerator
+from . import fused
 
 
 class DropoutCache(NamedTuple):
@@ -49,12 +51,27 @@ def dropout_forward(
     if not training or p == 0.0:
         return x, DropoutCache(None, shape, x.dtype)
     xp = get_array_module(x)
+    fast = x.ndim > 0  # fused kernels (nanotf.functional.fused) make arrays, NumPy 0-d scalars
     if mask is None:
         gen = default_rng() if rng is None else rng
+        if fast and type(gen) is CounterGenerator:
+            kernel = fused.kernel_for("dropout_forward_counter", x)
+            if kernel is not None:  # the generator's words hashed in the loop: no u is made
+                out, keep = kernel(x, gen, p)
+                return out, DropoutCache(keep, shape, x.dtype)
         u = gen.random(x.shape, dtype=x.dtype)
         if get_array_module(u) is not xp:  # a generator of another device: move the draw
             u = xp.asarray(u)
+        kernel = fused.kernel_for("dropout_forward", x) if fast else None
+        if kernel is not None:  # one pass from the draw
+            out, keep = kernel(x, u, p)
+            return out, DropoutCache(keep, shape, x.dtype)
         mask = u >= p
+    elif fast:
+        kernel = fused.kernel_for("dropout_forward", x)
+        if kernel is not None:  # one pass from the given mask
+            out, keep = kernel(x, mask, p)
+            return out, DropoutCache(keep, shape, x.dtype)
     scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)
     keep = mask.astype(x.dtype)
     keep *= scale  # 0 or 1/(1-p)

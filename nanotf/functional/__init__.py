@@ -21,6 +21,8 @@ from .attention import (
 )
 from .bias_gelu import bias_gelu_backward as bias_gelu_backward
 from .bias_gelu import bias_gelu_forward as bias_gelu_forward
+from .bias_relu import bias_relu_backward as bias_relu_backward
+from .bias_relu import bias_relu_forward as bias_relu_forward
 from .dropout import dropout_backward, dropout_forward
 from .embedding import embedding_backward, embedding_forward
 from .fused import reference_only as reference_only
@@ -47,6 +49,8 @@ __all__ = [
     "attention_forward",
     "bias_gelu_backward",
     "bias_gelu_forward",
+    "bias_relu_backward",
+    "bias_relu_forward",
     "causal_mask",
     "cross_entropy_backward",
     "cross_entropy_forward",

@@ -50,6 +50,7 @@ from ..nn import (
     residual_forward,
 )
 from ..nn import init as nn_init
+from ..nn.layers import linear_activation_backward, linear_activation_forward
 from .huggingface import (  # re-exported: they were defined here before
     check_activation,
     check_model_inputs,
@@ -214,16 +215,20 @@ class BertIntermediate(Module):
         super().__init__()
         self.dense = Linear(c.hidden_size, c.intermediate_size)
         self.intermediate_act_fn = Activation(c.hidden_act)
+        self._state: Any = None  # what linear_activation_backward needs
 
     def forward(self, x: Any) -> Any:
-        pre = self.dense.forward(x)  # (B, T, d_ff)
+        # the bias added by the activation's op (one pass fewer; see linear_activation_forward)
+        pre, hidden, self._state = linear_activation_forward(
+            self.dense, self.intermediate_act_fn, x
+        )  # pre, hidden: (B, T, d_ff)
         self.save(pre_activation=pre)
-        return self.intermediate_act_fn.forward(pre)
+        return hidden
 
     def backward(self, dout: Any) -> Any:
-        dpre = self.intermediate_act_fn.backward(dout)
+        dpre, dx = linear_activation_backward(self.dense, dout, self._state)
         self.save_grad(pre_activation=dpre)
-        return self.dense.backward(dpre)
+        return dx
 
 
 class BertLayer(Module):

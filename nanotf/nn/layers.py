@@ -14,6 +14,10 @@ from ..backend import array_module, default_dtype, get_array_module
 from ..functional import (
     add_positional_backward,
     add_positional_forward,
+    bias_gelu_backward,
+    bias_gelu_forward,
+    bias_relu_backward,
+    bias_relu_forward,
     dropout_backward,
     dropout_forward,
     embedding_backward,
@@ -28,6 +32,7 @@ from ..functional import (
     relu_forward,
     sinusoidal_encoding,
 )
+from ..functional.bias_relu import BiasReluCache
 from . import init
 from .checks import (
     check_float_input,
@@ -295,3 +300,39 @@ class PositionalEncoding(Module):
 
     def _extra_repr(self) -> str:
         return f"d_model={self.d_model}, max_len={self.max_len}"
+
+
+def linear_activation_forward(
+    linear: Linear, activation: Activation, x: Any
+) -> tuple[Any, Any, Any]:
+    """``pre = x Wᵀ + b`` and ``hidden = act(pre)`` with the bias added by the activation's op.
+
+    ``x Wᵀ`` is ``linear_forward`` without the bias, then ``bias_relu_forward`` or
+    ``bias_gelu_forward`` adds it (one pass fewer over the activations than ``linear.forward``
+    then ``activation.forward``, and a fused kernel where there is one; the same values).
+    ``linear`` must have a bias. Returns ``(pre, hidden, state)``; ``state`` is what
+    ``linear_activation_backward`` needs.
+    """
+    mm, linear_cache = linear_forward(x, linear.weight.data, None)  # x Wᵀ: (..., out)
+    form = ACTIVATIONS[activation.name]  # "relu", or GELU's "none" / "tanh"
+    if form == "relu":
+        hidden, cache = bias_relu_forward(mm, linear.bias.data)
+        pre = cache.z
+    else:
+        hidden, cache = bias_gelu_forward(mm, linear.bias.data, form)
+        pre = cache.gelu.x
+    return pre, hidden, (linear_cache, cache)
+
+
+def linear_activation_backward(linear: Linear, dhidden: Any, state: Any) -> tuple[Any, Any]:
+    """``(dpre, dx)`` of ``linear_activation_forward``; dW and db are added into ``linear``'s
+    ``.grad``, as ``Linear.backward`` adds them."""
+    linear_cache, cache = state
+    if isinstance(cache, BiasReluCache):
+        dpre, dbias = bias_relu_backward(dhidden, cache)  # (..., out), (out,)
+    else:
+        dpre, dbias = bias_gelu_backward(dhidden, cache)
+    dx, dweight, _ = linear_backward(dpre, linear_cache)  # dx: (..., in)
+    linear.accumulate(linear.weight, dweight)
+    linear.accumulate(linear.bias, dbias)
+    return dpre, dx

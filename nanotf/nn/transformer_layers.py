@@ -15,7 +15,14 @@ from .attention import MultiHeadAttention
 from .blocks import residual_backward, residual_forward
 from .checks import check_float_input
 from .kv_cache import KVCache
-from .layers import Activation, Dropout, LayerNorm, Linear
+from .layers import (
+    Activation,
+    Dropout,
+    LayerNorm,
+    Linear,
+    linear_activation_backward,
+    linear_activation_forward,
+)
 from .module import Module
 
 
@@ -26,6 +33,10 @@ class FeedForward(Module):
     DistilBERT); ``dropout_last=True`` moves the dropout after the second layer,
     ``dropout(linear2(act(linear1(x))))``, as DistilBERT has it. Saves ``pre_activation`` (the
     output of linear1) and ``hidden`` (after the activation), and their gradients.
+
+    Where linear1 has a bias, its bias goes into the activation's op
+    (``linear_activation_forward``: one pass fewer over the (..., d_ff) activations, and a fused
+    kernel where there is one); the same ``pre_activation = x W1ᵀ + b1``, the same gradients.
     """
 
     def __init__(
@@ -48,6 +59,7 @@ class FeedForward(Module):
         if dropout_last:
             self.dropout = Dropout(dropout)
         self.d_model, self.d_ff = d_model, d_ff
+        self._folded: Any = None  # (LinearCache, BiasReluCache | BiasGeluCache) of the forward
 
     def forward(self, x: Any) -> Any:
         """x: (..., d_model) -> (..., d_model)."""
@@ -61,8 +73,12 @@ class FeedForward(Module):
             last_dim=self.d_model,
             layout=f"(..., {self.d_model})",
         )
-        pre = first.forward(x)  # (B, T, d_ff)
-        hidden = self.activation.forward(pre)
+        if first.bias is None:  # linear1 then the activation, each its own module
+            self._folded = None
+            pre = first.forward(x)  # (B, T, d_ff)
+            hidden = self.activation.forward(pre)
+        else:
+            pre, hidden, self._folded = linear_activation_forward(first, self.activation, x)
         self.save(pre_activation=pre, hidden=hidden)
         if self.dropout_last:
             return self.dropout.forward(second.forward(hidden))
@@ -75,9 +91,13 @@ class FeedForward(Module):
             dhidden = second.backward(self.dropout.backward(dout))
         else:
             dhidden = self.dropout.backward(second.backward(dout))
-        dpre = self.activation.backward(dhidden)
+        if self._folded is None:
+            dpre = self.activation.backward(dhidden)
+            self.save_grad(hidden=dhidden, pre_activation=dpre)
+            return first.backward(dpre)
+        dpre, dx = linear_activation_backward(first, dhidden, self._folded)
         self.save_grad(hidden=dhidden, pre_activation=dpre)
-        return first.backward(dpre)
+        return dx
 
 
 class _ResidualLayer(Module):

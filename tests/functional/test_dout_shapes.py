@@ -34,6 +34,7 @@ def forward_of(name: str, dtype: Any = np.float32) -> tuple[Any, Any]:
         "relu_backward": lambda: F.relu_forward(r(4, 3)),
         "gelu_backward": lambda: F.gelu_forward(r(4, 3)),
         "bias_gelu_backward": lambda: F.bias_gelu_forward(r(4, 3), r(3)),
+        "bias_relu_backward": lambda: F.bias_relu_forward(r(4, 3), r(3)),
         "dropout_backward": lambda: F.dropout_forward(r(4, 3), 0.5, rng=np.random.default_rng(0)),
         "softmax_backward": lambda: F.softmax_forward(r(4, 3)),
         "log_softmax_backward": lambda: F.log_softmax_forward(r(4, 3)),
@@ -58,6 +59,7 @@ BACKWARDS = sorted(n for n in F.__all__ if n.endswith("_backward"))
 def test_every_backward_is_covered() -> None:
     assert set(BACKWARDS) == {
         "add_positional_backward", "attention_backward", "bias_gelu_backward",
+        "bias_relu_backward",
         "cross_entropy_backward", "dropout_backward", "embedding_backward", "gelu_backward",
         "layernorm_backward", "linear_backward", "log_softmax_backward",
         "masked_softmax_backward", "relu_backward", "softmax_backward",

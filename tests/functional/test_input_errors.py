@@ -276,6 +276,20 @@ def bias_gelu_floors(inputs: dict[str, np.ndarray], dout: np.ndarray) -> list[fl
     return [floor, floor]
 
 
+def bias_relu_inputs(d: Drawer) -> dict[str, Any]:
+    lead = d.shape(3)
+    c = d.draw(st.integers(0 if not d.good else 1, 4))  # the bias axis must not be empty
+    return {"x": d.array((*lead, c)), "bias": d.array((d.size(c),))}
+
+
+def bias_relu_torch(x: Any, bias: Any) -> Any:
+    """``relu(x + bias)``; in float32 ``x + bias`` is summed in float64 and rounded (the
+    float32 sum, exactly), so that the bias gradient is summed in float64, as for bias_gelu."""
+    if x.dtype == torch.float32:
+        return torch.relu((x.double() + bias.double()).float())
+    return torch.relu(x + bias)
+
+
 def dropout_inputs(d: Drawer) -> dict[str, Any]:
     shape = d.shape(3)
     p = d.pick([0.0, 0.25, 0.5, 1.0], [-0.1, 1.5, math.nan, "0.5", None])
@@ -511,6 +525,9 @@ OPS: dict[str, Op] = {
                     lambda d, **a: bias_gelu_torch(**a), F.bias_gelu_forward,
                     ("x", "bias"), F.bias_gelu_backward, bias_gelu_floors,
                     out_floor=bias_gelu_out_floor),
+    "bias_relu": Op(("input", "x", "bias"), bias_relu_inputs,
+                    lambda d, **a: bias_relu_torch(**a), F.bias_relu_forward,
+                    ("x", "bias"), F.bias_relu_backward),
     "dropout": Op(("input", "probability", "mask", "rng"), dropout_inputs, dropout_torch,
                   dropout_ours, ("x",), F.dropout_backward),
     "softmax": Op(("input", "axis"), softmax_inputs,
@@ -912,6 +929,8 @@ ONE = np.ones((1, 1, 1, 1))
     lambda c: F.dropout_forward(np.ones(2), 0.5, mask=c([True, False])),
     lambda c: F.bias_gelu_forward(c([[1.0, 2.0]]), np.ones(2)),
     lambda c: F.bias_gelu_forward(np.ones((1, 2)), c([1.0, 2.0])),
+    lambda c: F.bias_relu_forward(c([[1.0, 2.0]]), np.ones(2)),
+    lambda c: F.bias_relu_forward(np.ones((1, 2)), c([1.0, 2.0])),
     lambda c: F.masked_softmax_forward(c([[1.0, 2.0]])),
     lambda c: F.masked_softmax_forward(np.ones((1, 2)), c([[True, False]])),
 ])
@@ -997,6 +1016,7 @@ def test_relu_lets_the_gradient_through_a_nan_as_torch():
     lambda a, b: F.cross_entropy_forward(a(np.ones((1, 2))), b(np.array([0]))),
     lambda a, b: F.dropout_forward(a(np.ones(2)), 0.5, mask=b(np.ones(2, bool))),
     lambda a, b: F.bias_gelu_forward(a(np.ones((2, 3))), b(np.ones(3))),
+    lambda a, b: F.bias_relu_forward(a(np.ones((2, 3))), b(np.ones(3))),
     lambda a, b: F.masked_softmax_forward(a(np.ones((2, 3))), b(np.ones(3, bool))),
 ])
 def test_arrays_on_two_devices_get_our_error(call):
@@ -1031,6 +1051,16 @@ X23 = np.ones((2, 3))
     (lambda: F.bias_gelu_forward(np.ones((2, 0)), np.ones(0)), ValueError,
      "bias_gelu input must not be empty along axis -1 (the C features the bias is added to), "
      "got shape (2, 0)"),
+    (lambda: F.bias_relu_forward(X23, np.ones((1, 3))), ValueError,  # NumPy would broadcast it
+     "bias_relu bias must have shape (3,) to match x (2, 3), got (1, 3)"),
+    (lambda: F.bias_relu_forward(X23, np.array(1.0)), ValueError,
+     "bias_relu bias must have shape (3,) to match x (2, 3), got ()"),
+    (lambda: F.bias_relu_forward(X23, None), TypeError,
+     "bias_relu bias must be a floating-point array (float32 or float64), got None"),
+    (lambda: F.bias_relu_forward(X23, np.ones(3, np.float32)), TypeError,
+     "bias_relu inputs must share one floating dtype, got x: float64, bias: float32"),
+    (lambda: F.bias_relu_forward(ZERO_DIM, np.ones(1)), ValueError,
+     "bias_relu input must have an axis -1 (the C features the bias is added to), got shape ()"),
     (lambda: F.masked_softmax_forward(X23, np.ones((2, 3), np.int64)), TypeError,
      "masked_softmax mask must be a boolean array (True = keep), got int64"),
     (lambda: F.masked_softmax_forward(X23, np.ones((2, 3))), TypeError,

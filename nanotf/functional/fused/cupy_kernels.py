@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from .cupy_bias_relu import BIAS_RELU_ELEMENTWISE, BIAS_RELU_KERNELS
+
 __all__ = ["KERNELS", "render", "SOURCES", "ELEMENTWISE"]
 
 # the constants of nanotf.functional.activations, computed the same way
@@ -126,6 +128,7 @@ ELEMENTWISE: dict[str, tuple[str, str, str]] = {
         " $T s = t * t; s = $ONE - s; du = du * s; du = du * x; du = du + t; du = du + $ONE;"
         " du = du * $HALF; dx = du * dout;",
     ),
+    **BIAS_RELU_ELEMENTWISE,  # bias + ReLU, forward and backward (cupy_bias_relu)
     # Adam/AdamW on one parameter, in place (the steps of nanotf.optim.adam.Adam._update)
     "adam_update": (
         "$dt g, int32 wd_mode, $dt l2, $dt decay, int32 lerp_near, $dt w, $dt one_minus_w,"
@@ -343,6 +346,11 @@ def _raw(name: str, dtype: str) -> Any:
                              options=_OPTIONS)
 
 
+def _build(name: str, *arrays: Any) -> Any:
+    """The elementwise kernel ``name`` for the dtype of ``arrays`` (for ``cupy_bias_relu``)."""
+    return _elementwise(name, _dtype(*arrays))
+
+
 def _block(n: int) -> int:
     """Threads per row: a power of two from 32 (one warp) up to ``_MAX_BLOCK``."""
     return min(_MAX_BLOCK, max(32, 1 << (int(n) - 1).bit_length()))
@@ -483,4 +491,5 @@ KERNELS: dict[str, Callable[..., Any]] = {
     "softmax_backward": softmax_backward,
     "masked_softmax_forward": masked_softmax_forward,
     "adam_update": adam_update,
+    **{op: functools.partial(k, _build) for op, k in BIAS_RELU_KERNELS.items()},
 }

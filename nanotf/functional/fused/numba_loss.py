@@ -25,8 +25,8 @@ Where the forward differs from the reference (within the tolerances of the op te
 * ``Σ log p`` from ``Σ x`` in float64, where the reference adds the rounded ``log p`` pairwise in
   the dtype; the row sums run in ``LANES`` float64 lanes added in a fixed order (so they
   vectorize without reassociation), where NumPy adds pairwise in the dtype;
-* ``exp`` is ``_exp32_f32`` (float32) or ``numba_math._exp64`` (float64), ``log`` the C
-  library's, each within an ulp or two of NumPy's.
+* ``exp`` is ``numba_math._exp`` (float32 or float64), ``log`` the C library's, each within an
+  ulp or two of NumPy's.
 
 The sum over rows of the per-row losses is left to the op (NumPy's, as in the reference).
 Results are the same bits run to run and whatever the number of threads.
@@ -40,18 +40,8 @@ from typing import Any
 
 import numba
 import numpy as np
-from numba.extending import overload
 
-from .numba_math import (
-    _EXP_TAYLOR_32,
-    _JIT,
-    _LN2_HI_32,
-    _LN2_LO_32,
-    _LOG2E,
-    _PARALLEL,
-    _exp64,
-    _f32_from_bits,
-)
+from .numba_math import _JIT, _PARALLEL, _exp
 
 __all__ = ["LANES", "LOSS_KERNELS", "cross_entropy_backward", "cross_entropy_forward"]
 
@@ -64,48 +54,6 @@ LANES = 64
 _INLINE = dict(inline="always", **_JIT)
 
 # -- scalar helpers -----------------------------------------------------------------------------
-
-
-@numba.njit(**_INLINE)
-def _exp32_f32(x: Any) -> Any:  # pragma: no cover - compiled
-    """exp of a float32 by ``numba_math._exp32``'s method and constants, every step in float32
-    (there ``math.floor`` gives an int64, so the reduction and the polynomial run in float64,
-    which halves the vector width): within 2 ulps (the reference's ``numpy.exp``: within 4);
-    0 below -87, inf above 88, NaN stays NaN."""
-    xc = min(max(x, np.float32(-87.0)), np.float32(88.0))
-    kf = np.floor(xc * np.float32(_LOG2E) + np.float32(0.5))  # x = k ln 2 + r, a float32
-    r = xc - kf * _LN2_HI_32
-    r = r - kf * _LN2_LO_32
-    c = _EXP_TAYLOR_32
-    p = c[7] * r + c[6]
-    p = p * r + c[5]
-    p = p * r + c[4]
-    p = p * r + c[3]
-    p = p * r + c[2]
-    p = p * r + c[1]
-    p = p * r + c[0]
-    y = p * _f32_from_bits((np.int32(kf) + np.int32(127)) << np.int32(23))  # · 2^k
-    if x < np.float32(-87.0):
-        y = np.float32(0.0)
-    if x > np.float32(88.0):
-        y = np.float32(np.inf)
-    if x != x:
-        y = x
-    return y
-
-
-def _exp(x: Any) -> Any:
-    """exp of one float32 (``_exp32_f32``) or float64 (``numba_math._exp64``) in a kernel."""
-    raise NotImplementedError("_exp runs inside Numba kernels only")
-
-
-@overload(_exp, jit_options=_JIT)
-def _exp_of(x):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN202 (as numba_math._exp_of)
-    if x == numba.types.float32:
-        return lambda x: _exp32_f32(x)
-    if x == numba.types.float64:
-        return lambda x: _exp64(x)
-    return None
 
 
 @numba.njit(**_INLINE)

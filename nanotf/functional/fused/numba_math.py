@@ -93,7 +93,9 @@ def _exp32(x: Any) -> Any:  # pragma: no cover - compiled
     """exp of a float32 within an ulp; 0 below -87 and inf above 88 (e^±87.3 and e^88.7 are
     the float32 limits), NaN stays NaN."""
     xc = min(max(x, np.float32(-87.0)), np.float32(88.0))
-    kf = math.floor(xc * np.float32(_LOG2E) + np.float32(0.5))  # x = k ln 2 + r, |r| <= ln2/2
+    # x = k ln 2 + r, |r| <= ln2/2; np.floor keeps k a float32 (math.floor gives an int64, which
+    # would carry the reduction and the polynomial into float64, at half the vector width)
+    kf = np.floor(xc * np.float32(_LOG2E) + np.float32(0.5))
     r = xc - kf * _LN2_HI_32
     r = r - kf * _LN2_LO_32
     c = _EXP_TAYLOR_32

@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 
 from ..arrays import get_array_module, is_array, is_torch_tensor
-from ..checks import describe, device_ids_trusted, id_range, number_problem, type_name
+from ..checks import (
+    FLOAT_CHARS,
+    describe,
+    device_ids_trusted,
+    id_range,
+    number_problem,
+    type_name,
+)
 
 __all__ = [
     "check_array",
@@ -61,7 +68,7 @@ def check_float_input(
     ``layout`` describes the expected shape for the message, e.g. ``"(batch, length, 8)"``.
     """
     check_array(who, name, x, like)
-    if x.dtype.name not in ("float32", "float64"):
+    if x.dtype.char not in FLOAT_CHARS:
         raise TypeError(
             f"{who}: {name} must be a floating-point array (float32 or float64), got {describe(x)}"
         )

@@ -19,6 +19,8 @@ from typing import Any
 import numba
 import numpy as np
 
+from .numba_arrays import rows as _rows
+from .numba_arrays import same_float_dtype as _dtype
 from .numba_math import _PARALLEL
 
 __all__ = ["BIAS_RELU_KERNELS", "ROWS_PER_BLOCK"]
@@ -70,23 +72,6 @@ def _sum_column_blocks(part, total):  # pragma: no cover - compiled
 
 
 # -- the kernels, as the op calls them (see nanotf.functional.fused.OPS) ----------------------
-
-
-def _dtype(*arrays: Any) -> Any:
-    """The one float dtype of ``arrays`` (float32 or float64), else ``TypeError`` (the message
-    of ``numba_kernels``)."""
-    names = {a.dtype.name for a in arrays}
-    if len(names) != 1 or not names <= {"float32", "float64"}:
-        raise TypeError(
-            f"fused Numba kernels need float32 or float64 inputs of one dtype, got {sorted(names)}"
-        )
-    return arrays[0].dtype
-
-
-def _rows(a: Any) -> np.ndarray:
-    """``a`` as C-contiguous rows of its last axis, (rows, C) (a view where it is C-contiguous)."""
-    a = np.asarray(a)
-    return np.ascontiguousarray(a.reshape(-1, a.shape[-1]))
 
 
 def bias_relu_forward(x: Any, bias: Any) -> tuple[Any, Any]:

@@ -41,11 +41,13 @@ import numba
 import numpy as np
 
 from ...counter_rng import _GAMMA, _MASK64, _MIX1, _MIX2, CounterGenerator
+from .numba_arrays import flat as _flat
+from .numba_arrays import float_dtype
 from .numba_math import _PARALLEL
 
 __all__ = ["DROPOUT_KERNELS"]
 
-_FLOATS = ("float32", "float64")
+_WHO = "fused Numba dropout"  # in its error messages
 _U64 = np.uint64
 _TOP_BITS = {"float32": 24, "float64": 53}  # the bits of a word that CounterGenerator.random keeps
 
@@ -90,20 +92,6 @@ def _dropout_counter(x, out, keep, base, gamma, mix1, mix2, s30, s27, s31, drop,
 # -- the kernels, as the op calls them (see nanotf.functional.fused.OPS) ----------------------
 
 
-def _float_dtype(what: str, a: Any) -> np.dtype:
-    """The dtype of ``a``, which must be float32 or float64, else ``TypeError``."""
-    if a.dtype.name not in _FLOATS:
-        raise TypeError(
-            f"fused Numba dropout needs a float32 or float64 {what}, got {a.dtype.name}"
-        )
-    return a.dtype
-
-
-def _flat(a: Any) -> np.ndarray:
-    """``a`` as a flat contiguous array (a view where it is C-contiguous already, else a copy)."""
-    return np.ascontiguousarray(np.asarray(a).reshape(-1))
-
-
 def _kept_value(p: float, dt: np.dtype) -> Any:
     """What a kept element of the reference's ``keep`` holds: ones of ``dt`` times its scale."""
     scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)  # as dropout_forward computes it
@@ -133,7 +121,7 @@ def dropout_forward(x: Any, u: Any, p: float) -> tuple[Any, Any]:
     """``(out, keep)`` of inverted dropout from the draw ``u`` (the shape of x, float32 or
     float64, as ``gen.random`` made it) or from the kept mask (bool, the shape of x):
     ``keep = (u >= p) · scale``, ``out = x · keep``, both the shape and dtype of x."""
-    dt = _float_dtype("input", x)
+    dt = float_dtype(_WHO, "input", x)
     shape = np.shape(x)
     if np.shape(u) != shape:
         raise ValueError(
@@ -145,7 +133,7 @@ def dropout_forward(x: Any, u: Any, p: float) -> tuple[Any, Any]:
     if u.dtype == np.bool_:
         _dropout_mask(xf, _flat(u), out, keep, scale, zero)
     else:
-        _dropout_draw(xf, _flat(u), out, keep, _threshold(p, _float_dtype("draw", u)), scale,
+        _dropout_draw(xf, _flat(u), out, keep, _threshold(p, float_dtype(_WHO, "draw", u)), scale,
                       zero)
     return out.reshape(shape), keep.reshape(shape)
 
@@ -159,7 +147,7 @@ def dropout_forward_counter(x: Any, gen: CounterGenerator, p: float) -> tuple[An
             "fused Numba dropout_forward_counter needs a nanotf.counter_rng.CounterGenerator, "
             f"got {type(gen).__name__}"
         )
-    dt = _float_dtype("input", x)
+    dt = float_dtype(_WHO, "input", x)
     xf, out, keep = _outputs(x)
     n = xf.size
     state = gen.state

@@ -57,6 +57,9 @@ import numpy as np
 from ...special import _F32, _F64
 from ...testing.strict import DeviceConversionError, StrictArray
 from ._threads import kernel_threads
+from .numba_arrays import flat as _flat
+from .numba_arrays import rows as _rows
+from .numba_arrays import same_float_dtype as _dtype
 from .numba_bias_relu import BIAS_RELU_KERNELS
 from .numba_dropout import DROPOUT_KERNELS
 from .numba_loops import (
@@ -88,25 +91,8 @@ _GELU_C = 0.044715
 #: number of threads)
 ROWS_PER_BLOCK = 32
 
-_FLOATS = ("float32", "float64")
-
 
 # -- the kernels, as the ops call them (see nanotf.functional.fused.OPS) ---------------------
-
-
-def _dtype(*arrays: Any) -> Any:
-    """The one float dtype of ``arrays`` (float32 or float64), else ``TypeError``."""
-    names = {a.dtype.name for a in arrays}
-    if len(names) != 1 or not names <= set(_FLOATS):
-        raise TypeError(
-            f"fused Numba kernels need float32 or float64 inputs of one dtype, got {sorted(names)}"
-        )
-    return arrays[0].dtype
-
-
-def _flat(a: Any) -> np.ndarray:
-    """``a`` as a flat contiguous array (a view where it is C-contiguous already, else a copy)."""
-    return np.ascontiguousarray(np.asarray(a).reshape(-1))
 
 
 @functools.cache
@@ -115,12 +101,6 @@ def _erf_table(dt: Any) -> tuple[Any, ...]:
     t = _F32 if dt == np.float32 else _F64
     k = dt.type
     return k(t.a), k(t.hi), k(t.k), tuple(k(c) for c in t.p), tuple(k(c) for c in t.r)
-
-
-def _rows(a: Any) -> np.ndarray:
-    """``a`` as C-contiguous rows of its last axis, (rows, n) (a view where it is C-contiguous)."""
-    a = np.asarray(a)
-    return np.ascontiguousarray(a.reshape(-1, a.shape[-1]))
 
 
 def gelu_forward(x: Any, approximate: str) -> tuple[Any, Any]:
@@ -248,21 +228,38 @@ def adam_update(
             a[...] = flat.reshape(a.shape)
 
 
+@functools.cache
+def _numba_threads() -> tuple[Callable[[], int], Callable[[int], None]]:
+    """Numba's (get, set) of the calling thread's number of threads, after its pool is started:
+    the two C functions behind ``numba.get_num_threads`` / ``numba.set_num_threads`` (a fraction
+    of a microsecond a call, where the public ones check and relaunch, a microsecond or two),
+    or the public ones where a Numba version lacks them."""
+    numba.get_num_threads()  # starts the pool, once
+    from numba.np.ufunc import parallel
+
+    get = getattr(parallel, "_get_num_threads", None)
+    set_ = getattr(parallel, "_set_num_threads", None)
+    if callable(get) and callable(set_):
+        return get, set_
+    return numba.get_num_threads, numba.set_num_threads
+
+
 def _on_kernel_threads(kernel: Callable[..., Any]) -> Callable[..., Any]:
     """``kernel`` run on ``fused.kernel_threads()`` of Numba's threads (at most the
     ``NUMBA_NUM_THREADS`` it has); the calling thread's own Numba setting is restored after."""
 
     @functools.wraps(kernel)
     def run(*args: Any, **kwargs: Any) -> Any:
+        get, set_ = _numba_threads()
         want = min(kernel_threads(), numba.config.NUMBA_NUM_THREADS)
-        before = numba.get_num_threads()
+        before = get()
         if before == want:
             return kernel(*args, **kwargs)
-        numba.set_num_threads(want)
+        set_(want)
         try:
             return kernel(*args, **kwargs)
         finally:
-            numba.set_num_threads(before)
+            set_(before)
 
     return run
 

@@ -41,6 +41,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from .numba_arrays import float_dtype
 from .numba_math import _JIT, _PARALLEL, _exp
 
 __all__ = ["LANES", "LOSS_KERNELS", "cross_entropy_backward", "cross_entropy_forward"]
@@ -153,14 +154,6 @@ def _cross_entropy_backward(probs, targets, valid, eps_over_v, one_minus_eps, sc
 # -- the kernels, as the ops call them ----------------------------------------------------------
 
 
-def _float_dtype(name: str, a: Any) -> Any:
-    """The dtype of ``a``: float32 or float64, else ``TypeError``."""
-    if a.dtype.name not in ("float32", "float64"):
-        raise TypeError(f"fused Numba kernel {name} needs float32 or float64 input, got "
-                        f"{a.dtype.name}")
-    return a.dtype
-
-
 def _targets(name: str, targets: Any, valid: Any, rows: int, n_classes: int) -> tuple[Any, Any]:
     """``targets`` and ``valid`` as flat (N,) arrays (intp, bool), the targets in [0, V): the
     loops index with them and check nothing."""
@@ -185,7 +178,7 @@ def cross_entropy_forward(
     where not valid), ``probs`` (N, V) (softmax; the softmax of a row of zeros where not valid)
     and the targets (N,) with the ignored ones replaced by 0, in their own dtype.
     """
-    dt = _float_dtype("cross_entropy_forward", logits)
+    dt = float_dtype("fused Numba kernel cross_entropy_forward", "input", logits)
     k = dt.type
     n_classes = logits.shape[-1]
     x = np.ascontiguousarray(np.asarray(logits).reshape(-1, n_classes))  # (N, V)
@@ -211,7 +204,7 @@ def cross_entropy_backward(
     probs: (N, V) float32 or float64; targets: (N,) in [0, V); valid: (N,) bool; scale: the
     factor ``dloss / count`` (a number or a 0-d array), rounded to the dtype. Returns (N, V).
     """
-    dt = _float_dtype("cross_entropy_backward", probs)
+    dt = float_dtype("fused Numba kernel cross_entropy_backward", "input", probs)
     k = dt.type
     n_classes = probs.shape[-1]
     p = np.ascontiguousarray(np.asarray(probs).reshape(-1, n_classes))  # (N, V)

@@ -47,6 +47,7 @@ __all__ = [
     "broadcast_shape",
     "check_array",
     "check_axis",
+    "check_bias_input",
     "check_dout",
     "check_float",
     "check_float_dtype",
@@ -191,6 +192,21 @@ class NumberProblem(NamedTuple):
     reason: str
     words: str
 
+
+def check_bias_input(op: str, x: Any, bias: Any) -> None:
+    """``x`` (..., C) and ``bias`` (C,): float arrays of one dtype and device, C > 0 (the inputs
+    of an op that adds a bias along the last axis, e.g. ``bias_gelu``)."""
+    check_float(f"{op} input", x)
+    check_float(f"{op} bias", bias)
+    check_same_device(op, x=x, bias=bias)
+    check_same_dtype(op, x=x, bias=bias)
+    check_nonempty_axis(f"{op} input", x, -1, "the C features the bias is added to")
+    c = x.shape[-1]
+    if tuple(bias.shape) != (c,):
+        raise ValueError(
+            f"{op} bias must have shape ({c},) to match x {tuple(x.shape)}, "
+            f"got {tuple(bias.shape)}"
+        )
 
 def is_number(
     value: Any,

@@ -9,13 +9,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ..checks import (
-    check_dout,
-    check_float,
-    check_nonempty_axis,
-    check_same_device,
-    check_same_dtype,
-)
+from ..checks import check_bias_input, check_dout
 from . import fused
 from .activations import GeluCache, gelu_backward, gelu_forward
 
@@ -35,17 +29,7 @@ def bias_gelu_forward(
     "tanh": the tanh approximation). Returns ``out: (..., C)`` and ``BiasGeluCache``, which holds
     GELU's cache of ``z = x + bias``.
     """
-    check_float("bias_gelu input", x)
-    check_float("bias_gelu bias", bias)
-    check_same_device("bias_gelu", x=x, bias=bias)
-    check_same_dtype("bias_gelu", x=x, bias=bias)
-    check_nonempty_axis("bias_gelu input", x, -1, "the C features the bias is added to")
-    c = x.shape[-1]
-    if tuple(bias.shape) != (c,):
-        raise ValueError(
-            f"bias_gelu bias must have shape ({c},) to match x {tuple(x.shape)}, "
-            f"got {tuple(bias.shape)}"
-        )
+    check_bias_input("bias_gelu", x, bias)
     if approximate not in ("none", "tanh"):
         raise ValueError(f"bias_gelu approximate must be 'none' or 'tanh', got {approximate!r}")
     kernel = fused.kernel_for("bias_gelu_forward", x)

@@ -10,13 +10,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ..checks import (
-    check_dout,
-    check_float,
-    check_nonempty_axis,
-    check_same_device,
-    check_same_dtype,
-)
+from ..checks import check_bias_input, check_dout
 from . import fused
 from .activations import ReluCache, relu_backward, relu_forward
 
@@ -35,17 +29,7 @@ def bias_relu_forward(x: Any, bias: Any) -> tuple[Any, BiasReluCache]:
     x: (..., C), bias: (C,). Returns ``out: (..., C)`` and ``BiasReluCache(z, ReluCache(out))``
     with ``z = x + bias``.
     """
-    check_float("bias_relu input", x)
-    check_float("bias_relu bias", bias)
-    check_same_device("bias_relu", x=x, bias=bias)
-    check_same_dtype("bias_relu", x=x, bias=bias)
-    check_nonempty_axis("bias_relu input", x, -1, "the C features the bias is added to")
-    c = x.shape[-1]
-    if tuple(bias.shape) != (c,):
-        raise ValueError(
-            f"bias_relu bias must have shape ({c},) to match x {tuple(x.shape)}, "
-            f"got {tuple(bias.shape)}"
-        )
+    check_bias_input("bias_relu", x, bias)
     kernel = fused.kernel_for("bias_relu_forward", x)
     if kernel is not None:  # a fused kernel for x's array module (nanotf.functional.fused)
         out, z = kernel(x, bias)

@@ -2,6 +2,10 @@
 a row in four float64 partial sums, ``exp`` and ``tanh`` written out (so the loops vectorize,
 where the C library's would cost one call per element), and ``nanotf.special.erf``'s method for
 one value. See ``numba_kernels``' docstring for how they differ from NumPy's.
+
+After an edit here, delete the ``*.nbi`` and ``*.nbc`` files in this folder's ``__pycache__``:
+Numba's on-disk cache checks only the file that defines a loop, so the loops of the other files
+would otherwise keep the machine code of the old arithmetic.
 """
 
 from __future__ import annotations

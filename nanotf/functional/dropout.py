@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from ..backend import get_array_module
 from ..backend import rng as default_rng
 from ..checks import check_array, check_dout, check_float, check_real, check_same_device, given
@@ -57,6 +59,11 @@ def dropout_forward(
         if fast and type(gen) is CounterGenerator:
             kernel = fused.kernel_for("dropout_forward_counter", x)
             if kernel is not None:  # the generator's words hashed in the loop: no u is made
+                out, keep = kernel(x, gen, p)
+                return out, DropoutCache(keep, shape, x.dtype)
+        if fast and type(gen) is np.random.Generator and type(gen.bit_generator) is np.random.PCG64:
+            kernel = fused.kernel_for("dropout_forward_pcg64", x)
+            if kernel is not None:  # PCG64's raw words made into u in the loop, as NumPy does
                 out, keep = kernel(x, gen, p)
                 return out, DropoutCache(keep, shape, x.dtype)
         u = gen.random(x.shape, dtype=x.dtype)

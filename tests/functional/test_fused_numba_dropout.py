@@ -1,13 +1,18 @@
 """The Numba kernels of dropout (``nanotf.functional.fused.numba_dropout``) against the reference
 op, bit for bit.
 
-* From the draw (``dropout_forward``) and with the counter generator's words hashed in the loop
-  (``dropout_forward_counter``): out, the cache's keep (dtype, shape, every bit) and the
+* From the draw (``dropout_forward``), with the counter generator's words hashed in the loop
+  (``dropout_forward_counter``) and with PCG64's raw words made into draws in the loop
+  (``dropout_forward_pcg64``): out, the cache's keep (dtype, shape, every bit) and the
   generator's state after the call equal the reference's (run inside ``reference_only()`` with
   the same seed), for float32 and float64, p in {0.1, 0.5, 1.0} (p = 0 and eval mode are the
   identity and call no kernel), odd shapes, inputs that are not C-contiguous, a given mask,
   NumPy's PCG64 and the counter generator, a generator of another array module, and the
   counter wrapping around 2⁶⁴.
+* PCG64's raw words: draws of every size from 0 up, odd and even, with and without the 32-bit
+  half NumPy keeps from an odd float32 draw, several in a row mixed with other draws of the same
+  generator (its whole state, ``has_uint32`` and ``uinteger`` too, the reference's after each);
+  a subclass of Generator and other bit generators (MT19937, Philox, PCG64DXSM) take the draw.
 * The threshold: p as a Python float, numpy.float64 and numpy.float32 (NumPy compares in
   different precisions), against draws that sit on p and next to it.
 * The stand-in's results equal NumPy's bit for bit; one thread and two give the same bits.
@@ -29,7 +34,7 @@ from nanotf.functional.fused import numba_dropout, numba_kernels  # noqa: E402
 from nanotf.testing import strict as strict_mod  # noqa: E402
 from tests.conftest import NUMPY, STRICT, Backend, assert_same_on_strict, normal  # noqa: E402
 
-OPS = ("dropout_forward", "dropout_forward_counter")
+OPS = ("dropout_forward", "dropout_forward_counter", "dropout_forward_pcg64")
 PS = [0.1, 0.5, 1.0]
 SHAPES = [(1,), (1, 1), (3,), (1, 7), (5, 1), (2, 3, 5), (3, 1025), (4, 33, 17)]
 GENERATORS = ["pcg64", "counter"]
@@ -121,7 +126,7 @@ def test_matches_the_reference_bit_for_bit(kernels_on, dtype, p, shape, kind):
     assert_same_bits(out, want_out, "out")
     assert_same_bits(keep, want_keep, "keep")
     assert state == want_state
-    op = "dropout_forward_counter" if kind == "counter" else "dropout_forward"
+    op = "dropout_forward_counter" if kind == "counter" else "dropout_forward_pcg64"
     assert kernels_on == {**dict.fromkeys(OPS, 0), op: 1}
 
 
@@ -219,7 +224,8 @@ def test_a_generator_of_another_array_module(kernels_on, dtype, kind):
     assert_same_bits(out, want_out, "out")
     assert_same_bits(keep, want_keep, "keep")
     assert state == want_state
-    assert sum(kernels_on.values()) == 1
+    op = "dropout_forward_counter" if kind == "counter" else "dropout_forward_pcg64"
+    assert kernels_on == {**dict.fromkeys(OPS, 0), op: 1}
 
 
 def test_the_counter_wraps_around(dtype):
@@ -235,6 +241,124 @@ def test_the_counter_wraps_around(dtype):
     assert_same_bits(out, want_out, "out")
     assert_same_bits(keep, want_keep, "keep")
     assert state == want_state and state["counter"] == 11
+
+
+# -- PCG64's raw words ------------------------------------------------------------------------
+
+
+def twins(seed: int, buffered: bool):
+    """Two generators in the same state; ``buffered``: NumPy keeps a 32-bit half (has_uint32),
+    left by an odd float32 draw."""
+    gens = [np.random.default_rng(seed) for _ in range(2)]
+    for g in gens:
+        g.random(3 if buffered else 4, dtype=np.float32)
+        assert g.bit_generator.state["has_uint32"] == int(buffered)
+    return gens
+
+
+def dropout_and_state(x, p, gen):
+    out, cache = dropout_forward(x, p, rng=gen)
+    return out, cache.keep, gen.bit_generator.state
+
+
+@pytest.mark.parametrize("buffered", [False, True], ids=["even", "buffered"])
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 4, 5, 6, 7, 1024, 1025])
+@pytest.mark.parametrize("p", PS)
+def test_pcg64_one_draw_of_each_size(kernels_on, dtype, p, size, buffered):
+    x = normal(np.random.default_rng(12), (size,), dtype)
+    gen, ref = twins(14, buffered)
+    out, keep, state = dropout_and_state(x, p, gen)
+    with reference_only():
+        want_out, want_keep, want_state = dropout_and_state(x, p, ref)
+    assert_same_bits(out, want_out, "out")
+    assert_same_bits(keep, want_keep, "keep")
+    assert state == want_state
+    assert kernels_on == {**dict.fromkeys(OPS, 0), "dropout_forward_pcg64": 1}
+    assert gen.random(5, dtype=np.float32).tobytes() == ref.random(5, dtype=np.float32).tobytes()
+
+
+# shapes of draws in a row, with the other draws of the same generator between some of them
+IN_A_ROW = [(3,), (1,), (2, 0), (2,), (5, 7), "f32:1", (1, 1), "int", (4, 33, 17), "f64:3",
+            (1,), "f32:2", (3, 1025), (6,), "f32:5", (2, 3, 5)]
+
+
+@pytest.mark.parametrize("buffered", [False, True], ids=["even", "buffered"])
+@pytest.mark.parametrize("p", PS)
+def test_pcg64_draws_in_a_row(kernels_on, dtype, p, buffered):
+    """The generator carries on from each fused draw as from the reference's, through other
+    draws (float32 and float64 ``random``, ``integers``) of the same generator in between."""
+    gen, ref = twins(15, buffered)
+    data = np.random.default_rng(16)
+    dropouts = 0
+    for step in IN_A_ROW:
+        if isinstance(step, str):
+            kind, _, n = step.partition(":")
+            draws = [g.integers(0, 1000, 3) if kind == "int"
+                     else g.random(int(n), dtype=np.float32 if kind == "f32" else np.float64)
+                     for g in (gen, ref)]
+            assert_same_bits(draws[0], draws[1], step)
+        else:
+            x = normal(data, step, dtype)
+            out, keep, state = dropout_and_state(x, p, gen)
+            with reference_only():
+                want_out, want_keep, want_state = dropout_and_state(x, p, ref)
+            assert_same_bits(out, want_out, f"out {step}")
+            assert_same_bits(keep, want_keep, f"keep {step}")
+            dropouts += 1
+        assert gen.bit_generator.state == ref.bit_generator.state, step
+    assert kernels_on == {**dict.fromkeys(OPS, 0), "dropout_forward_pcg64": dropouts}
+
+
+class _Subclass(np.random.Generator):
+    pass
+
+
+OTHER_GENERATORS = {
+    "subclass": lambda seed: _Subclass(np.random.PCG64(seed)),
+    "mt19937": lambda seed: np.random.Generator(np.random.MT19937(seed)),
+    "philox": lambda seed: np.random.Generator(np.random.Philox(seed)),
+    "pcg64dxsm": lambda seed: np.random.Generator(np.random.PCG64DXSM(seed)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_GENERATORS))
+@pytest.mark.parametrize("p", PS)
+def test_other_numpy_generators_take_the_draw(kernels_on, dtype, p, name):
+    """Only numpy.random.Generator itself over PCG64 itself reads raw words; any other keeps
+    ``gen.random`` and the kernel from the draw, with the reference's bits and state."""
+    x = normal(np.random.default_rng(17), (3, 67), dtype)
+
+    def run():
+        gen = OTHER_GENERATORS[name](18)
+        gen.random(1, dtype=np.float32)  # an odd draw first: the 32-bit half kept
+        return dropout_and_state(x, p, gen)
+
+    (out, keep, state), (want_out, want_keep, want_state) = fused_and_reference(run)
+    assert_same_bits(out, want_out, "out")
+    assert_same_bits(keep, want_keep, "keep")
+    assert same_state(state, want_state)
+    assert kernels_on == {**dict.fromkeys(OPS, 0), "dropout_forward": 1}
+
+
+def same_state(a, b) -> bool:
+    """Bit generator states equal (MT19937's and Philox's hold arrays)."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(
+            same_state(a[k], b[k]) for k in a)
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and a.dtype == b.dtype and np.array_equal(a, b)
+    return type(a) is type(b) and a == b
+
+
+def test_pcg64_halves_on_either_byte_order():
+    """The 32-bit words in NumPy's order (low half, then high) from the little-endian view and
+    from the arithmetic a big-endian machine uses."""
+    words = np.random.default_rng(19).bit_generator.random_raw(9)
+    want = np.array([h for w in words.tolist() for h in (w & 0xFFFFFFFF, w >> 32)], np.uint32)
+    for little in (True, False):
+        got = numba_dropout._halves(words, little=little)
+        assert got.dtype == np.uint32
+        np.testing.assert_array_equal(got, want)
 
 
 # -- the threshold ----------------------------------------------------------------------------
@@ -296,7 +420,9 @@ def test_stand_in_runs_the_kernels(kernels_on):
     for kind in GENERATORS:
         dropout_forward(x, 0.5, rng=make_gen(kind, 1, STRICT))
     dropout_forward(x, 0.5, mask=strict_mod.asarray(np.ones((2, 3), bool)))
-    assert kernels_on == {"dropout_forward": 2, "dropout_forward_counter": 1}
+    # the stand-in's generator is not numpy.random.Generator: its draw goes to dropout_forward
+    assert kernels_on == {"dropout_forward": 2, "dropout_forward_counter": 1,
+                          "dropout_forward_pcg64": 0}
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="Numba has one thread here")
@@ -325,3 +451,9 @@ def test_kernels_refuse_bad_input():
         numba_dropout.dropout_forward(x, np.zeros((3, 2), np.float32), 0.5)
     with pytest.raises(TypeError, match="a nanotf.counter_rng.CounterGenerator, got Generator"):
         numba_dropout.dropout_forward_counter(x, np.random.default_rng(0), 0.5)
+    with pytest.raises(TypeError, match="Generator over PCG64, got Generator over MT19937"):
+        numba_dropout.dropout_forward_pcg64(x, np.random.Generator(np.random.MT19937(0)), 0.5)
+    with pytest.raises(TypeError, match="Generator over PCG64, got CounterGenerator"):
+        numba_dropout.dropout_forward_pcg64(x, CounterGenerator(0), 0.5)
+    with pytest.raises(TypeError, match="float32 or float64 input, got float16"):
+        numba_dropout.dropout_forward_pcg64(x.astype(np.float16), np.random.default_rng(0), 0.5)

@@ -74,6 +74,10 @@ OPS: dict[str, str] = {
     "dropout_forward_counter": (
         "(x, gen, p) -> (out, keep): gen a CounterGenerator, advanced as gen.random(x.shape)"
     ),
+    "dropout_forward_pcg64": (
+        "(x, gen, p) -> (out, keep): gen a numpy.random.Generator over PCG64, left as"
+        " gen.random(x.shape, dtype=x.dtype) leaves it"
+    ),
     "adam_update": (
         "(theta, g, m, v, *, l2, decay, w, beta2, step_size, bias_correction2_sqrt, eps) -> None:"
         " theta, m, v updated in place"

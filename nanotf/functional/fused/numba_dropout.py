@@ -9,9 +9,14 @@ make one:
 * ``dropout_forward_counter(x, gen, p)``: the same where ``gen`` is a
   :class:`~nanotf.counter_rng.CounterGenerator`, whose words are a hash of a counter: the loop
   hashes the counter itself, so no ``u`` is made at all, and the generator's counter is advanced
-  after by ``x.size``, as ``gen.random(x.shape, dtype=x.dtype)`` advances it.
+  after by ``x.size``, as ``gen.random(x.shape, dtype=x.dtype)`` advances it;
+* ``dropout_forward_pcg64(x, gen, p)``: the same where ``gen`` is NumPy's own
+  ``numpy.random.Generator`` over ``PCG64``: the loop reads the raw 64-bit words
+  (``gen.bit_generator.random_raw``, about half the cost of ``gen.random``) and makes each ``u``
+  from them as NumPy does, leaving ``gen`` (PCG64's state and its buffered 32-bit half) as
+  ``gen.random(x.shape, dtype=x.dtype)`` leaves it.
 
-Both give the reference's bits, by construction rather than within a tolerance:
+All three give the reference's bits, by construction rather than within a tolerance:
 
 * the kept value is the reference's own: a float array of ones scaled in place by
   ``0.0 if p == 1.0 else 1.0 / (1.0 - p)`` (the same expression, so the same precision and the
@@ -24,7 +29,11 @@ Both give the reference's bits, by construction rather than within a tolerance:
 * the counter kernel's uniform is ``u = w·2⁻ᵇ`` (``w`` the top ``b`` bits of the word, b = 24
   for float32, 53 for float64, exact), so ``u >= t`` exactly when the integer ``w >= ⌈t·2ᵇ⌉``:
   the loop compares integers, with SplitMix64's arithmetic on ``uint64`` (wrapping modulo 2⁶⁴)
-  as ``nanotf.counter_rng.splitmix64`` does it.
+  as ``nanotf.counter_rng.splitmix64`` does it;
+* NumPy's float32 ``u`` is ``(w >> 8)·2⁻²⁴`` with ``w`` its next 32-bit word: the half kept
+  from an earlier draw where the state says ``has_uint32``, then the low and the high half of
+  each 64-bit word; its float64 ``u`` is ``(w >> 11)·2⁻⁵³``, one 64-bit word each (the buffered
+  half untouched). Both exact, so again ``u >= t`` exactly when ``w >> drop >= ⌈t·2ᵇ⌉``.
 
 Every element is computed alone, so the result is the same whatever the number of threads.
 ``numba_kernels`` merges ``DROPOUT_KERNELS`` into its kernels (run on ``fused.kernel_threads()``
@@ -34,6 +43,7 @@ threads, and wrapped for the CPU stand-in there).
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -49,6 +59,7 @@ __all__ = ["DROPOUT_KERNELS"]
 
 _WHO = "fused Numba dropout"  # in its error messages
 _U64 = np.uint64
+_U32 = np.uint32
 _TOP_BITS = {"float32": 24, "float64": 53}  # the bits of a word that CounterGenerator.random keeps
 
 
@@ -85,6 +96,16 @@ def _dropout_counter(x, out, keep, base, gamma, mix1, mix2, s30, s27, s31, drop,
         z = (z ^ (z >> s27)) * mix2
         z = z ^ (z >> s31)
         k = scale if (z >> drop) >= w_min else zero
+        keep[i] = k
+        out[i] = x[i] * k
+
+
+@numba.njit(**_PARALLEL)
+def _dropout_words(x, w, out, keep, drop, w_min, scale, zero):  # pragma: no cover - compiled
+    # keep = scale where w >> drop >= w_min else 0, out = x · keep; x, w (uint32 or uint64, one
+    # word per element), out, keep: (n,); drop and w_min of w's dtype
+    for i in numba.prange(x.size):
+        k = scale if (w[i] >> drop) >= w_min else zero
         keep[i] = k
         out[i] = x[i] * k
 
@@ -163,7 +184,59 @@ def dropout_forward_counter(x: Any, gen: CounterGenerator, p: float) -> tuple[An
     return out.reshape(shape), keep.reshape(shape)
 
 
+def _halves(words: np.ndarray, little: bool = sys.byteorder == "little") -> np.ndarray:
+    """The 32-bit words NumPy's PCG64 hands out from the 64-bit ``words``: the low half of each,
+    then its high half, (2k,) uint32 (a view on a little-endian machine)."""
+    if little:
+        return words.view(np.uint32)
+    halves = np.empty((words.size, 2), np.uint32)
+    halves[:, 0] = words & _U64(0xFFFFFFFF)
+    halves[:, 1] = words >> _U64(32)
+    return halves.reshape(-1)
+
+
+def dropout_forward_pcg64(x: Any, gen: np.random.Generator, p: float) -> tuple[Any, Any]:
+    """``(out, keep)`` as ``dropout_forward(x, gen.random(x.shape, dtype=x.dtype), p)`` from the
+    raw words of ``gen``'s PCG64 (``bit_generator.random_raw``), made into ``u`` in the loop;
+    ``gen`` is left as that draw leaves it (PCG64's state, ``has_uint32`` and ``uinteger``)."""
+    bitgen = getattr(gen, "bit_generator", None)
+    if type(gen) is not np.random.Generator or type(bitgen) is not np.random.PCG64:
+        raise TypeError(
+            "fused Numba dropout_forward_pcg64 needs a numpy.random.Generator over PCG64, got "
+            f"{type(gen).__name__}" + ("" if bitgen is None else f" over {type(bitgen).__name__}")
+        )
+    dt = float_dtype(_WHO, "input", x)
+    xf, out, keep = _outputs(x)
+    n = xf.size
+    bits = _TOP_BITS[dt.name]
+    w_min = math.ceil(float(_threshold(p, dt)) * 2.0**bits)  # u = w·2^-bits >= t ⇔ w >= w_min
+    scale, zero = _kept_value(p, dt), dt.type(0.0)
+    if dt == np.float64:  # one 64-bit word a value; the buffered half is not touched
+        _dropout_words(xf, bitgen.random_raw(n), out, keep, _U64(11), _U64(w_min), scale, zero)
+    elif n > 0:
+        state = bitgen.state
+        lead = 0
+        if state["has_uint32"]:  # the high half kept from the last 32-bit draw comes first
+            lead = 1
+            bitgen.state = {**state, "has_uint32": 0}
+            first = np.array([state["uinteger"]], np.uint32)
+            _dropout_words(xf[:1], first, out[:1], keep[:1], _U32(8), _U32(w_min), scale, zero)
+        rest = n - lead
+        if rest > 0:
+            words = bitgen.random_raw((rest + 1) // 2)  # (k,) uint64
+            halves = _halves(words)  # (2k,)
+            _dropout_words(xf[lead:], halves[:rest], out[lead:], keep[lead:], _U32(8),
+                           _U32(w_min), scale, zero)
+            # NumPy keeps each word's high half in uinteger until it is read: after the draw it
+            # holds the last word's, still to be read (has_uint32) where rest is odd
+            bitgen.state = {**bitgen.state, "has_uint32": rest % 2,
+                            "uinteger": int(words[-1] >> _U64(32))}
+    shape = np.shape(x)
+    return out.reshape(shape), keep.reshape(shape)
+
+
 DROPOUT_KERNELS: dict[str, Callable[..., Any]] = {
     "dropout_forward": dropout_forward,
     "dropout_forward_counter": dropout_forward_counter,
+    "dropout_forward_pcg64": dropout_forward_pcg64,
 }

@@ -10,7 +10,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["float_dtype", "flat", "rows", "same_float_dtype"]
+__all__ = ["ROWS_PER_BLOCK", "float_dtype", "flat", "rows", "same_float_dtype"]
+
+#: rows per block of the partial sums over rows (LayerNorm's dγ and dβ, bias + ReLU's dbias):
+#: fixed, so the sums do not depend on the number of threads
+ROWS_PER_BLOCK = 32
 
 _FLOAT_CHARS = ("f", "d")  # float32, float64
 

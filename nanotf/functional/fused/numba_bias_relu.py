@@ -19,15 +19,14 @@ from typing import Any
 import numba
 import numpy as np
 
+from .numba_arrays import ROWS_PER_BLOCK
+from .numba_arrays import flat as _flat
 from .numba_arrays import rows as _rows
 from .numba_arrays import same_float_dtype as _dtype
 from .numba_math import _PARALLEL
 
 __all__ = ["BIAS_RELU_KERNELS", "ROWS_PER_BLOCK"]
 
-#: rows per block of the bias gradient's partial sums, as ``numba_kernels.ROWS_PER_BLOCK``
-#: (fixed, so the sums do not depend on the number of threads)
-ROWS_PER_BLOCK = 32
 
 
 # -- the loops --------------------------------------------------------------------------------
@@ -79,7 +78,7 @@ def bias_relu_forward(x: Any, bias: Any) -> tuple[Any, Any]:
     dt = _dtype(x, bias)
     shape = np.shape(x)
     x2 = _rows(x)  # (rows, C)
-    b = np.ascontiguousarray(np.asarray(bias).reshape(-1))  # (C,)
+    b = _flat(bias)  # (C,)
     out, z = np.empty_like(x2), np.empty_like(x2)
     _bias_relu_forward(x2, b, out, z, dt.type(0.0))
     return out.reshape(shape), z.reshape(shape)

@@ -57,6 +57,7 @@ import numpy as np
 from ...special import _F32, _F64
 from ...testing.strict import DeviceConversionError, StrictArray
 from ._threads import kernel_threads
+from .numba_arrays import ROWS_PER_BLOCK
 from .numba_arrays import flat as _flat
 from .numba_arrays import rows as _rows
 from .numba_arrays import same_float_dtype as _dtype
@@ -86,10 +87,6 @@ _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _GELU_C = 0.044715
-
-#: rows per block of LayerNorm's dγ/dβ partial sums (fixed, so the sums do not depend on the
-#: number of threads)
-ROWS_PER_BLOCK = 32
 
 
 # -- the kernels, as the ops call them (see nanotf.functional.fused.OPS) ---------------------

@@ -56,33 +56,33 @@ def dropout_forward(
     fast = x.ndim > 0  # fused kernels (nanotf.functional.fused) make arrays, NumPy 0-d scalars
     if mask is None:
         gen = default_rng() if rng is None else rng
-        if fast and type(gen) is CounterGenerator:
-            kernel = fused.kernel_for("dropout_forward_counter", x)
-            if kernel is not None:  # the generator's words hashed in the loop: no u is made
-                out, keep = kernel(x, gen, p)
-                return out, DropoutCache(keep, shape, x.dtype)
-        if fast and type(gen) is np.random.Generator and type(gen.bit_generator) is np.random.PCG64:
-            kernel = fused.kernel_for("dropout_forward_pcg64", x)
-            if kernel is not None:  # PCG64's raw words made into u in the loop, as NumPy does
-                out, keep = kernel(x, gen, p)
-                return out, DropoutCache(keep, shape, x.dtype)
+        kernel = _drawing_kernel(x, gen) if fast else None
+        if kernel is not None:  # the generator's words made into the mask in the loop: no u
+            out, keep = kernel(x, gen, p)
+            return out, DropoutCache(keep, shape, x.dtype)
         u = gen.random(x.shape, dtype=x.dtype)
         if get_array_module(u) is not xp:  # a generator of another device: move the draw
             u = xp.asarray(u)
-        kernel = fused.kernel_for("dropout_forward", x) if fast else None
-        if kernel is not None:  # one pass from the draw
-            out, keep = kernel(x, u, p)
-            return out, DropoutCache(keep, shape, x.dtype)
+    kernel = fused.kernel_for("dropout_forward", x) if fast else None
+    if kernel is not None:  # one pass from the draw or the given mask
+        out, keep = kernel(x, u if mask is None else mask, p)
+        return out, DropoutCache(keep, shape, x.dtype)
+    if mask is None:
         mask = u >= p
-    elif fast:
-        kernel = fused.kernel_for("dropout_forward", x)
-        if kernel is not None:  # one pass from the given mask
-            out, keep = kernel(x, mask, p)
-            return out, DropoutCache(keep, shape, x.dtype)
     scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)
     keep = mask.astype(x.dtype)
     keep *= scale  # 0 or 1/(1-p)
     return x * keep, DropoutCache(keep, shape, x.dtype)
+
+
+def _drawing_kernel(x: Any, gen: Any) -> Any:
+    """The fused kernel that draws from ``gen`` itself (nanotf's counter generator, or NumPy's
+    Generator over PCG64), for x's array module; None for other generators or none there."""
+    if type(gen) is CounterGenerator:
+        return fused.kernel_for("dropout_forward_counter", x)
+    if type(gen) is np.random.Generator and type(gen.bit_generator) is np.random.PCG64:
+        return fused.kernel_for("dropout_forward_pcg64", x)
+    return None
 
 
 def dropout_backward(dout: Any, cache: DropoutCache) -> Any:

@@ -76,7 +76,6 @@ def cross_entropy_forward(
     """
     _check_inputs(logits, targets, ignore_index, label_smoothing, reduction)
     n_classes = logits.shape[-1]
-    xp = get_array_module(logits)
     y = targets.reshape(-1)  # (N,)
     valid = y != ignore_index  # (N,)
     on_host = isinstance(valid, np.ndarray)
@@ -91,12 +90,23 @@ def cross_entropy_forward(
     kernel = fused.kernel_for("cross_entropy_forward", logits)
     if kernel is not None:  # a fused kernel for logits' array module (nanotf.functional.fused)
         per_row, probs, y_safe = kernel(logits, y, valid, float(label_smoothing))
-        denom = n_valid if reduction == "mean" else 1
-        loss = per_row.sum() / (denom if isinstance(denom, int) else denom.astype(per_row.dtype))
-        cache = CrossEntropyCache(probs, y_safe, valid, denom, label_smoothing, tuple(logits.shape))
-        return loss, cache
+    else:
+        per_row, probs, y_safe = _per_row_losses(logits, y, valid, label_smoothing)
+    denom = n_valid if reduction == "mean" else 1
+    # a device count divides in the loss's dtype, as a Python int does on the host
+    loss = per_row.sum() / (denom if isinstance(denom, int) else denom.astype(per_row.dtype))
+    cache = CrossEntropyCache(probs, y_safe, valid, denom, label_smoothing, tuple(logits.shape))
+    return loss, cache
+
+
+def _per_row_losses(
+    logits: Any, y: Any, valid: Any, label_smoothing: float
+) -> tuple[Any, Any, Any]:
+    """The reference: each position's loss (N,) (0 where ignored), the softmax (N, V), and the
+    targets with ignored ones replaced by 0 (N,). logits: (..., V), y and valid: (N,)."""
+    xp = get_array_module(logits)
     # ignored rows are set to 0 first, so their NaN or inf never enters the softmax's arithmetic
-    flat = xp.where(valid[:, None], logits.reshape(-1, n_classes), 0)  # (N, V)
+    flat = xp.where(valid[:, None], logits.reshape(-1, logits.shape[-1]), 0)  # (N, V)
     logp, logp_cache = log_softmax_forward(flat)  # (N, V)
     y_safe = xp.where(valid, y, 0)
     rows = xp.arange(y.shape[0])
@@ -107,13 +117,7 @@ def cross_entropy_forward(
     else:
         per_row = nll
     xp.copyto(per_row, 0.0, where=~valid)  # not `* valid`: 0 · NaN would be NaN
-    denom = n_valid if reduction == "mean" else 1
-    # a device count divides in the loss's dtype, as a Python int does on the host
-    loss = per_row.sum() / (denom if isinstance(denom, int) else denom.astype(per_row.dtype))
-    cache = CrossEntropyCache(
-        logp_cache.probs, y_safe, valid, denom, label_smoothing, tuple(logits.shape)
-    )
-    return loss, cache
+    return per_row, logp_cache.probs, y_safe
 
 
 def cross_entropy_backward(dloss: Any, cache: CrossEntropyCache) -> Any:

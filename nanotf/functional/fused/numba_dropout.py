@@ -132,6 +132,13 @@ def _threshold(p: float, dt: np.dtype) -> Any:
     return candidates[int(np.argmax(at_least))]
 
 
+def _word_threshold(p: float, dt: np.dtype) -> tuple[int, int]:
+    """``(bits, w_min)``: a draw of dtype ``dt`` is ``u = w · 2^-bits`` for a word ``w`` of its
+    top ``bits`` bits, and ``u >= p`` (as NumPy compares) exactly when ``w >= w_min``."""
+    bits = _TOP_BITS[dt.name]
+    return bits, math.ceil(float(_threshold(p, dt)) * 2.0**bits)
+
+
 def _outputs(x: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``x`` flat, and ``out`` and ``keep`` to fill, (n,) of x's dtype."""
     xf = _flat(x)  # (n,)
@@ -174,8 +181,7 @@ def dropout_forward_counter(x: Any, gen: CounterGenerator, p: float) -> tuple[An
     state = gen.state
     seed, counter = state["seed"], state["counter"]
     base = (seed + (counter + 1) * _GAMMA) & _MASK64  # as counter_rng.splitmix64
-    bits = _TOP_BITS[dt.name]
-    w_min = math.ceil(float(_threshold(p, dt)) * 2.0**bits)  # u = w·2^-bits >= t ⇔ w >= w_min
+    bits, w_min = _word_threshold(p, dt)
     _dropout_counter(xf, out, keep, _U64(base), _U64(_GAMMA), _U64(_MIX1), _U64(_MIX2),
                      _U64(30), _U64(27), _U64(31), _U64(64 - bits), _U64(w_min),
                      _kept_value(p, dt), dt.type(0.0))
@@ -208,8 +214,7 @@ def dropout_forward_pcg64(x: Any, gen: np.random.Generator, p: float) -> tuple[A
     dt = float_dtype(_WHO, "input", x)
     xf, out, keep = _outputs(x)
     n = xf.size
-    bits = _TOP_BITS[dt.name]
-    w_min = math.ceil(float(_threshold(p, dt)) * 2.0**bits)  # u = w·2^-bits >= t ⇔ w >= w_min
+    _, w_min = _word_threshold(p, dt)
     scale, zero = _kept_value(p, dt), dt.type(0.0)
     if dt == np.float64:  # one 64-bit word a value; the buffered half is not touched
         _dropout_words(xf, bitgen.random_raw(n), out, keep, _U64(11), _U64(w_min), scale, zero)

@@ -164,11 +164,17 @@ class SentenceEncoder:
         return cls(model, tokenizer, kind, min(max_len, max_positions), normalize)
 
     # -- the pipeline ---------------------------------------------------------------------
-    def _forward(self, batch: dict[str, np.ndarray]) -> Any:
+    def _forward(self, batch: dict[str, np.ndarray], unpadded: bool = True) -> Any:
+        """The model's last hidden states (B, T, H). A BERT in evaluation runs
+        ``forward_unpadded`` (the padding skipped wherever tokens are independent) unless
+        ``unpadded`` is False; the real tokens' states are the same either way."""
         ids = asarray(batch["input_ids"])
         mask = asarray(batch["attention_mask"])
         if self.kind == "bert":
-            return self.model.forward(ids, mask, asarray(batch["token_type_ids"]))
+            types = asarray(batch["token_type_ids"])
+            if unpadded and not self.model.training:
+                return self.model.forward_unpadded(ids, mask, types)
+            return self.model.forward(ids, mask, types)
         return self.model.forward(ids, mask)
 
     def encode(
@@ -215,7 +221,7 @@ class SentenceEncoder:
         """Tokens of one sentence and its attention probabilities, one ``(heads, T, T)`` array per
         layer (row = query token, column = key token), as Hugging Face's ``output_attentions``."""
         batch = self.tokenizer([sentence], max_length=self.max_seq_length)
-        self._forward(batch)
+        self._forward(batch, unpadded=False)  # the reference forward keeps the probabilities
         tokens = self.tokenizer.convert_ids_to_tokens([int(i) for i in batch["input_ids"][0]])
         if self.kind == "bert":
             name = "encoder.layer.{}.attention.self.probs"

@@ -77,6 +77,17 @@ def test_batch_does_not_change_a_sentence(encoder) -> None:
     assert np.abs(alone - in_batch).max() <= 1e-6
 
 
+def test_unpadded_forward_gives_the_reference_embeddings(encoder) -> None:
+    """encode runs BertModel.forward_unpadded; the reference forward gives the same vectors."""
+    batch = encoder.tokenizer(SENTENCES, max_length=encoder.max_seq_length)
+    assert batch["attention_mask"].min() == 0  # the batch is padded
+    mask = batch["attention_mask"].astype(bool)
+    fast = encoder._forward(batch)
+    ref = encoder._forward(batch, unpadded=False)
+    assert np.abs(fast[mask] - ref[mask]).max() <= MAX_ABS * np.abs(ref[mask]).max()
+    np.testing.assert_array_equal(fast[~mask], 0.0)
+
+
 def test_order_is_kept_across_batches(encoder) -> None:
     many = SENTENCES[:10]
     together = encoder.encode(many, batch_size=3)

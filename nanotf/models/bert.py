@@ -36,6 +36,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from ..backend import get_array_module
+from ..functional import attention_forward, merge_heads, split_heads
 from ..nn import (
     Activation,
     Dropout,
@@ -50,6 +51,7 @@ from ..nn import (
     residual_forward,
 )
 from ..nn import init as nn_init
+from ..nn.attention import key_padding_to_mask
 from ..nn.layers import linear_activation_backward, linear_activation_forward
 from .huggingface import (  # re-exported: they were defined here before
     check_activation,
@@ -323,6 +325,69 @@ class BertModel(Module):
         token_type_ids = token_types_or_zeros(token_type_ids, input_ids, c.type_vocab_size, like)
         h = self.embeddings.forward(input_ids, token_type_ids)  # (B, T, H)
         h = self.encoder.forward(h, attention_mask)  # (B, T, H)
+        self.pooler_output = None if self.pooler is None else self.pooler.forward(h)  # (B, H)
+        return h
+
+    def forward_unpadded(
+        self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None
+    ) -> Any:
+        """``forward`` for evaluation with the padding left out: (B, T) -> (B, T, H).
+
+        Every step that works token by token (the linear layers, LayerNorms, GELU and the
+        residual sums) runs on the N real tokens alone, as rows ``(N, H)``; only attention puts
+        them back in the padded layout ``(B, H, T, D)``, where the mask keeps the padding out.
+        So padding costs attention alone. A real token's state is ``forward``'s (the same
+        products on the same rows); the padded positions come back as zeros, where
+        ``forward`` fills them with states that nothing should read (the pooled output is
+        ``forward``'s where position 0, the [CLS] token, is real). Dropout is not applied: call
+        ``eval()`` first. Nothing is kept for ``intermediate()``, and there is no backward.
+        """
+        if self.training:
+            raise RuntimeError(
+                "BertModel.forward_unpadded runs in evaluation only (it applies no dropout): "
+                "call model.eval() first"
+            )
+        if attention_mask is None:
+            raise ValueError(
+                "BertModel.forward_unpadded needs the attention_mask (B, T), 1 for real tokens"
+            )
+        c = self.config
+        like = self.embeddings.word_embeddings.weight.data
+        check_model_inputs(
+            "BERT", input_ids, attention_mask, c.vocab_size, c.max_position_embeddings, like
+        )
+        token_type_ids = token_types_or_zeros(token_type_ids, input_ids, c.type_vocab_size, like)
+        xp = get_array_module(like)
+        b, t = input_ids.shape
+        h = self.embeddings.forward(input_ids, token_type_ids)  # (B, T, H)
+        width = h.shape[-1]
+        real = xp.flatnonzero(attention_mask.reshape(-1) != 0)  # (N,) rows of (B·T, H)
+        mask = key_padding_to_mask(attention_mask, b, t, "BERT", like)  # (B, 1, 1, T)
+
+        def padded(rows: Any) -> Any:  # (N, H) -> (B, T, H), zeros at the padding
+            out = xp.zeros((b * t, width), dtype=rows.dtype)
+            out[real] = rows
+            return out.reshape(b, t, width)
+
+        x = h.reshape(b * t, width)[real]  # (N, H)
+        for layer in self.encoder.layer:
+            att, out = layer.attention, layer.output
+            heads = att.self.n_heads
+
+            def attention(rows: Any, att: BertAttention = att, heads: int = heads) -> Any:
+                sa = att.self
+                q, k, v = (split_heads(padded(p.forward(rows)), heads)  # (B, heads, T, D)
+                           for p in (sa.query, sa.key, sa.value))
+                a, _ = attention_forward(q, k, v, mask=mask)  # (B, heads, T, D)
+                a = merge_heads(a).reshape(b * t, width)[real]  # (N, H)
+                return att.output.dense.forward(a)
+
+            def feed_forward(rows: Any, layer: BertLayer = layer, out: Any = out) -> Any:
+                return out.dense.forward(layer.intermediate.forward(rows))
+
+            x = residual_forward(x, attention, att.output.LayerNorm, None, layer.norm_first)
+            x = residual_forward(x, feed_forward, out.LayerNorm, None, layer.norm_first)
+        h = padded(x)  # (B, T, H)
         self.pooler_output = None if self.pooler is None else self.pooler.forward(h)  # (B, H)
         return h
 

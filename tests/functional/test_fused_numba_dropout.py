@@ -131,6 +131,20 @@ def test_matches_the_reference_bit_for_bit(kernels_on, dtype, p, shape, kind):
 
 
 @pytest.mark.parametrize("kind", GENERATORS)
+def test_p_of_any_real_type_twice(kernels_on, dtype, kind):
+    """The kernels remember their threshold and scale per (p, dtype, type of p): p = 0.3 as a
+    float, a float32 (another value, and float32 arithmetic in the reference's scale) and a
+    float64 each match the reference, also the second time, from the remembered values."""
+    x = normal(np.random.default_rng(5), (7, 33), dtype)
+    for p in (0.3, np.float32(0.3), np.float64(0.3), 0.3, np.float32(0.3)):
+        (out, keep, state), (want_out, want_keep, want_state) = fused_and_reference(
+            lambda p=p: forward(x, p, kind))
+        assert_same_bits(out, want_out, f"out, p {p!r}")
+        assert_same_bits(keep, want_keep, f"keep, p {p!r}")
+        assert state == want_state
+
+
+@pytest.mark.parametrize("kind", GENERATORS)
 def test_inputs_that_are_not_contiguous(dtype, kind):
     base = normal(np.random.default_rng(1), (9, 14), dtype)
     for x in (base[:, ::2], base.T, base[::3, 1:]):

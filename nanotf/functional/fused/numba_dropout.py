@@ -42,6 +42,7 @@ threads, and wrapped for the CPU stand-in there).
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from collections.abc import Callable
@@ -113,6 +114,7 @@ def _dropout_words(x, w, out, keep, drop, w_min, scale, zero):  # pragma: no cov
 # -- the kernels, as the op calls them (see nanotf.functional.fused.OPS) ----------------------
 
 
+@functools.lru_cache(maxsize=64, typed=True)  # a model's few (p, dtype) pairs, p's type kept
 def _kept_value(p: float, dt: np.dtype) -> Any:
     """What a kept element of the reference's ``keep`` holds: ones of ``dt`` times its scale."""
     scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)  # as dropout_forward computes it
@@ -121,6 +123,7 @@ def _kept_value(p: float, dt: np.dtype) -> Any:
     return keep[0]
 
 
+@functools.lru_cache(maxsize=64, typed=True)  # a model's few (p, dtype) pairs, p's type kept
 def _threshold(p: float, dt: np.dtype) -> Any:
     """The least ``t`` of dtype ``dt`` with ``t >= p`` as NumPy compares an array of ``dt`` with
     ``p``: for every ``u`` of ``dt``, ``u >= p`` exactly when ``u >= t``."""
@@ -132,6 +135,7 @@ def _threshold(p: float, dt: np.dtype) -> Any:
     return candidates[int(np.argmax(at_least))]
 
 
+@functools.lru_cache(maxsize=64, typed=True)  # a model's few (p, dtype) pairs, p's type kept
 def _word_threshold(p: float, dt: np.dtype) -> tuple[int, int]:
     """``(bits, w_min)``: a draw of dtype ``dt`` is ``u = w · 2^-bits`` for a word ``w`` of its
     top ``bits`` bits, and ``u >= p`` (as NumPy compares) exactly when ``w >= w_min``."""

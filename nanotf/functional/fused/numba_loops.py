@@ -9,7 +9,7 @@ import math
 
 import numba
 
-from .numba_math import _PARALLEL, _erf, _exp, _row_dot, _row_sum, _tanh
+from .numba_math import _PARALLEL, _erf, _exp, _row_dot, _row_max, _row_sum, _tanh
 
 # -- GELU -------------------------------------------------------------------------------------
 
@@ -198,7 +198,6 @@ def _softmax_forward(x, mask, has_mask, write_scores, scale, lowest, zero, score
     # (rows, n) (mask (1, 1) and scores unused when not asked), total: (rows,)
     rows, n = x.shape
     for r in numba.prange(rows):
-        top = lowest
         for j in range(n):
             s = x[r, j] * scale
             if has_mask and not mask[r, j]:
@@ -206,8 +205,7 @@ def _softmax_forward(x, mask, has_mask, write_scores, scale, lowest, zero, score
             if write_scores:
                 scores[r, j] = s
             probs[r, j] = s
-            if s > top:
-                top = s
+        top = _row_max(probs, r, lowest)
         for j in range(n):
             probs[r, j] = _exp(probs[r, j] - top)
         total[r] = _row_sum(probs, r)  # rounded to the dtype on the store

@@ -67,6 +67,35 @@ def _row_dot(a: Any, b: Any, r: int) -> float:  # pragma: no cover - compiled
     return (s0 + s1) + (s2 + s3)
 
 
+@numba.njit(**_INLINE)
+def _row_max(a: Any, r: int, lowest: Any) -> Any:  # pragma: no cover - compiled
+    """max(lowest, a[r, :]) in four interleaved partial maxima (the same value in any order;
+    NaN entries are passed over, as one running ``if a > top`` passes them)."""
+    n = a.shape[1]
+    m0 = lowest
+    m1 = lowest
+    m2 = lowest
+    m3 = lowest
+    j = 0
+    while j + 4 <= n:
+        v0 = a[r, j]
+        v1 = a[r, j + 1]
+        v2 = a[r, j + 2]
+        v3 = a[r, j + 3]
+        m0 = v0 if v0 > m0 else m0
+        m1 = v1 if v1 > m1 else m1
+        m2 = v2 if v2 > m2 else m2
+        m3 = v3 if v3 > m3 else m3
+        j += 4
+    while j < n:
+        v0 = a[r, j]
+        m0 = v0 if v0 > m0 else m0
+        j += 1
+    m0 = m1 if m1 > m0 else m0
+    m2 = m3 if m3 > m2 else m2
+    return m2 if m2 > m0 else m0
+
+
 # exp written out (range reduction, a Taylor polynomial, the power of two built from its bits),
 # so that LLVM vectorizes the loops that call it; the C library's exp is one call per element
 _LOG2E = 1.4426950408889634

@@ -36,7 +36,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from ..backend import get_array_module
-from ..functional import attention_forward, merge_heads, split_heads
+from ..functional import attention_forward
 from ..nn import (
     Activation,
     Dropout,
@@ -361,25 +361,28 @@ class BertModel(Module):
         b, t = input_ids.shape
         h = self.embeddings.forward(input_ids, token_type_ids)  # (B, T, H)
         width = h.shape[-1]
-        real = xp.flatnonzero(attention_mask.reshape(-1) != 0)  # (N,) rows of (B·T, H)
+        real = xp.nonzero(attention_mask != 0)  # (b, t) of the N real tokens, in row order
+        pads = xp.nonzero(attention_mask == 0)
         mask = key_padding_to_mask(attention_mask, b, t, "BERT", like)  # (B, 1, 1, T)
 
-        def padded(rows: Any) -> Any:  # (N, H) -> (B, T, H), zeros at the padding
-            out = xp.zeros((b * t, width), dtype=rows.dtype)
-            out[real] = rows
-            return out.reshape(b, t, width)
+        def to_heads(rows: Any, heads: int) -> Any:  # (N, H) -> (B, heads, T, D), 0 at pads
+            out = xp.empty((b, heads, t, width // heads), dtype=rows.dtype)
+            tokens = out.transpose(0, 2, 1, 3)  # a view (B, T, heads, D): rows go straight in
+            tokens[pads] = 0  # finite values (0 · garbage could be NaN where the mask is 0)
+            tokens[real] = rows.reshape(rows.shape[0], heads, width // heads)
+            return out
 
-        x = h.reshape(b * t, width)[real]  # (N, H)
+        x = h[real]  # (N, H)
         for layer in self.encoder.layer:
             att, out = layer.attention, layer.output
             heads = att.self.n_heads
 
             def attention(rows: Any, att: BertAttention = att, heads: int = heads) -> Any:
                 sa = att.self
-                q, k, v = (split_heads(padded(p.forward(rows)), heads)  # (B, heads, T, D)
+                q, k, v = (to_heads(p.forward(rows), heads)  # (B, heads, T, D)
                            for p in (sa.query, sa.key, sa.value))
                 a, _ = attention_forward(q, k, v, mask=mask)  # (B, heads, T, D)
-                a = merge_heads(a).reshape(b * t, width)[real]  # (N, H)
+                a = a.transpose(0, 2, 1, 3)[real].reshape(-1, width)  # (N, H)
                 return att.output.dense.forward(a)
 
             def feed_forward(rows: Any, layer: BertLayer = layer, out: Any = out) -> Any:
@@ -387,7 +390,8 @@ class BertModel(Module):
 
             x = residual_forward(x, attention, att.output.LayerNorm, None, layer.norm_first)
             x = residual_forward(x, feed_forward, out.LayerNorm, None, layer.norm_first)
-        h = padded(x)  # (B, T, H)
+        h = xp.zeros((b, t, width), dtype=x.dtype)  # (B, T, H), zeros at the padding
+        h[real] = x
         self.pooler_output = None if self.pooler is None else self.pooler.forward(h)  # (B, H)
         return h
 

@@ -75,6 +75,7 @@ def cross_entropy_forward(
     0-d array and the cache.
     """
     _check_inputs(logits, targets, ignore_index, label_smoothing, reduction)
+    label_smoothing = float(label_smoothing)  # a NumPy float64 would promote a float32 loss
     n_classes = logits.shape[-1]
     y = targets.reshape(-1)  # (N,)
     valid = y != ignore_index  # (N,)
@@ -89,7 +90,7 @@ def cross_entropy_forward(
         )
     kernel = fused.kernel_for("cross_entropy_forward", logits)
     if kernel is not None:  # a fused kernel for logits' array module (nanotf.functional.fused)
-        per_row, probs, y_safe = kernel(logits, y, valid, float(label_smoothing))
+        per_row, probs, y_safe = kernel(logits, y, valid, label_smoothing)
     else:
         per_row, probs, y_safe = _per_row_losses(logits, y, valid, label_smoothing)
     denom = n_valid if reduction == "mean" else 1

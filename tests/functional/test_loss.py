@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ import torch.nn.functional as tF
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nanotf.functional import cross_entropy_backward, cross_entropy_forward
+from nanotf.functional import cross_entropy_backward, cross_entropy_forward, reference_only
 from nanotf.gradcheck import gradcheck
 from tests.conftest import (
     Backend,
@@ -110,6 +112,23 @@ def test_python_float_upstream_gradient_keeps_float32():
     logits, targets, _ = data((3, 4), np.float32, None)
     _, cache = cross_entropy_forward(logits, targets)
     assert cross_entropy_backward(1.0, cache).dtype == np.float32
+
+
+@pytest.mark.parametrize("fused_on", [True, False])
+def test_numpy_scalar_smoothing_keeps_the_logits_dtype(fused_on):
+    """label_smoothing given as a NumPy float64 (or float32) scalar: the loss and gradient stay
+    float32 and equal those of the same value given as a Python float."""
+    logits = np.random.default_rng(0).standard_normal((6, 5)).astype(np.float32)
+    targets = np.array([0, 1, 2, 3, 4, 1])
+    with nullcontext() if fused_on else reference_only():
+        want, cache = cross_entropy_forward(logits, targets, label_smoothing=0.25)
+        want_grad = cross_entropy_backward(np.float32(1.0), cache)
+        for eps in (np.float64(0.25), np.float32(0.25)):
+            loss, cache = cross_entropy_forward(logits, targets, label_smoothing=eps)
+            grad = cross_entropy_backward(np.float32(1.0), cache)
+            assert loss.dtype == np.float32 and grad.dtype == np.float32
+            np.testing.assert_array_equal(loss, want)
+            np.testing.assert_array_equal(grad, want_grad)
 
 
 def test_strict_equals_numpy():

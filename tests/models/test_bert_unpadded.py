@@ -25,19 +25,12 @@ import nanotf
 from nanotf.models import BertModel
 from nanotf.testing import strict as strict_mod
 from tests.conftest import hf_pair, padded_ids, rel_error, to_strict
+from tests.models.test_bert import SMALL as BERT_SMALL
 
 RTOL_SELF = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10}
 RTOL_HF = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-9}
 
-SMALL = dict(
-    vocab_size=100,
-    hidden_size=48,
-    num_hidden_layers=2,
-    num_attention_heads=3,
-    intermediate_size=64,
-    max_position_embeddings=32,
-    attn_implementation="eager",
-)
+SMALL = {**BERT_SMALL, "attn_implementation": "eager"}  # test_bert's model, eager attention
 
 
 def model_of(dtype, **overrides) -> tuple[transformers.BertModel, BertModel]:

@@ -335,7 +335,7 @@ class BertModel(Module):
 
         Every step that works token by token (the linear layers, LayerNorms, GELU and the
         residual sums) runs on the N real tokens alone, as rows ``(N, H)``; only attention puts
-        them back in the padded layout ``(B, H, T, D)``, where the mask keeps the padding out.
+        them back in the padded layout ``(B, heads, T, D)``, where the mask keeps the padding out.
         So padding costs attention alone. A real token's state is ``forward``'s (the same
         products on the same rows); the padded positions come back as zeros, where
         ``forward`` fills them with states that nothing should read (the pooled output is

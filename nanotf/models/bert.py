@@ -36,7 +36,6 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from ..backend import get_array_module
-from ..functional import attention_forward
 from ..nn import (
     Activation,
     Dropout,
@@ -51,8 +50,8 @@ from ..nn import (
     residual_forward,
 )
 from ..nn import init as nn_init
-from ..nn.attention import key_padding_to_mask
 from ..nn.layers import linear_activation_backward, linear_activation_forward
+from .bert_unpadded import forward_unpadded as _forward_unpadded
 from .huggingface import (  # re-exported: they were defined here before
     check_activation,
     check_model_inputs,
@@ -342,58 +341,7 @@ class BertModel(Module):
         ``forward``'s where position 0, the [CLS] token, is real). Dropout is not applied: call
         ``eval()`` first. Nothing is kept for ``intermediate()``, and there is no backward.
         """
-        if self.training:
-            raise RuntimeError(
-                "BertModel.forward_unpadded runs in evaluation only (it applies no dropout): "
-                "call model.eval() first"
-            )
-        if attention_mask is None:
-            raise ValueError(
-                "BertModel.forward_unpadded needs the attention_mask (B, T), 1 for real tokens"
-            )
-        c = self.config
-        like = self.embeddings.word_embeddings.weight.data
-        check_model_inputs(
-            "BERT", input_ids, attention_mask, c.vocab_size, c.max_position_embeddings, like
-        )
-        token_type_ids = token_types_or_zeros(token_type_ids, input_ids, c.type_vocab_size, like)
-        xp = get_array_module(like)
-        b, t = input_ids.shape
-        h = self.embeddings.forward(input_ids, token_type_ids)  # (B, T, H)
-        width = h.shape[-1]
-        real = xp.nonzero(attention_mask != 0)  # (b, t) of the N real tokens, in row order
-        pads = xp.nonzero(attention_mask == 0)
-        mask = key_padding_to_mask(attention_mask, b, t, "BERT", like)  # (B, 1, 1, T)
-
-        def to_heads(rows: Any, heads: int) -> Any:  # (N, H) -> (B, heads, T, D), 0 at pads
-            out = xp.empty((b, heads, t, width // heads), dtype=rows.dtype)
-            tokens = out.transpose(0, 2, 1, 3)  # a view (B, T, heads, D): rows go straight in
-            tokens[pads] = 0  # finite values (0 · garbage could be NaN where the mask is 0)
-            tokens[real] = rows.reshape(rows.shape[0], heads, width // heads)
-            return out
-
-        x = h[real]  # (N, H)
-        for layer in self.encoder.layer:
-            att, out = layer.attention, layer.output
-            heads = att.self.n_heads
-
-            def attention(rows: Any, att: BertAttention = att, heads: int = heads) -> Any:
-                sa = att.self
-                q, k, v = (to_heads(p.forward(rows), heads)  # (B, heads, T, D)
-                           for p in (sa.query, sa.key, sa.value))
-                a, _ = attention_forward(q, k, v, mask=mask)  # (B, heads, T, D)
-                a = a.transpose(0, 2, 1, 3)[real].reshape(-1, width)  # (N, H)
-                return att.output.dense.forward(a)
-
-            def feed_forward(rows: Any, layer: BertLayer = layer, out: Any = out) -> Any:
-                return out.dense.forward(layer.intermediate.forward(rows))
-
-            x = residual_forward(x, attention, att.output.LayerNorm, None, layer.norm_first)
-            x = residual_forward(x, feed_forward, out.LayerNorm, None, layer.norm_first)
-        h = xp.zeros((b, t, width), dtype=x.dtype)  # (B, T, H), zeros at the padding
-        h[real] = x
-        self.pooler_output = None if self.pooler is None else self.pooler.forward(h)  # (B, H)
-        return h
+        return _forward_unpadded(self, input_ids, attention_mask, token_type_ids)
 
     def backward(self, d_last_hidden: Any, d_pooler_output: Any = None) -> None:
         if d_pooler_output is not None:

@@ -316,16 +316,20 @@ class BertModel(Module):
     def forward(
         self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None
     ) -> Any:
+        h = self._embed(input_ids, attention_mask, token_type_ids)  # (B, T, H)
+        h = self.encoder.forward(h, attention_mask)  # (B, T, H)
+        self.pooler_output = None if self.pooler is None else self.pooler.forward(h)  # (B, H)
+        return h
+
+    def _embed(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+        """The inputs checked and embedded, (B, T) -> (B, T, H): how both forwards begin."""
         c = self.config
         like = self.embeddings.word_embeddings.weight.data
         check_model_inputs(
             "BERT", input_ids, attention_mask, c.vocab_size, c.max_position_embeddings, like
         )
         token_type_ids = token_types_or_zeros(token_type_ids, input_ids, c.type_vocab_size, like)
-        h = self.embeddings.forward(input_ids, token_type_ids)  # (B, T, H)
-        h = self.encoder.forward(h, attention_mask)  # (B, T, H)
-        self.pooler_output = None if self.pooler is None else self.pooler.forward(h)  # (B, H)
-        return h
+        return self.embeddings.forward(input_ids, token_type_ids)
 
     def forward_unpadded(
         self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None

@@ -16,7 +16,6 @@ from ..backend import get_array_module
 from ..functional import attention_forward
 from ..nn import residual_forward
 from ..nn.attention import key_padding_to_mask
-from .huggingface import check_model_inputs, token_types_or_zeros
 
 __all__ = ["forward_unpadded"]
 
@@ -36,41 +35,34 @@ def forward_unpadded(
         raise ValueError(
             "BertModel.forward_unpadded needs the attention_mask (B, T), 1 for real tokens"
         )
-    c = model.config
-    like = model.embeddings.word_embeddings.weight.data
-    check_model_inputs(
-        "BERT", input_ids, attention_mask, c.vocab_size, c.max_position_embeddings, like
-    )
-    token_type_ids = token_types_or_zeros(token_type_ids, input_ids, c.type_vocab_size, like)
-    xp = get_array_module(like)
-    b, t = input_ids.shape
-    h = model.embeddings.forward(input_ids, token_type_ids)  # (B, T, H)
-    width = h.shape[-1]
+    h = model._embed(input_ids, attention_mask, token_type_ids)  # (B, T, H), checked
+    xp = get_array_module(h)
+    b, t, width = h.shape
     real = xp.nonzero(attention_mask != 0)  # (b, t) of the N real tokens, in row order
     pads = xp.nonzero(attention_mask == 0)
-    mask = key_padding_to_mask(attention_mask, b, t, "BERT", like)  # (B, 1, 1, T)
+    mask = key_padding_to_mask(attention_mask, b, t, "BERT", h)  # (B, 1, 1, T)
 
     def to_heads(rows: Any, heads: int) -> Any:  # (N, H) -> (B, heads, T, D), 0 at pads
-        out = xp.empty((b, heads, t, width // heads), dtype=rows.dtype)
+        d = width // heads
+        out = xp.empty((b, heads, t, d), dtype=rows.dtype)
         tokens = out.transpose(0, 2, 1, 3)  # a view (B, T, heads, D): rows go straight in
         tokens[pads] = 0  # finite values (0 · garbage could be NaN where the mask is 0)
-        tokens[real] = rows.reshape(rows.shape[0], heads, width // heads)
+        tokens[real] = rows.reshape(rows.shape[0], heads, d)
         return out
 
     x = h[real]  # (N, H)
     for layer in model.encoder.layer:
         att, out = layer.attention, layer.output
-        heads = att.self.n_heads
 
-        def attention(rows: Any, att: Any = att, heads: int = heads) -> Any:  # a BertAttention
+        def attention(rows: Any, att: Any = att) -> Any:  # att: a BertAttention
             sa = att.self
-            q, k, v = (to_heads(p.forward(rows), heads)  # (B, heads, T, D)
+            q, k, v = (to_heads(p.forward(rows), sa.n_heads)  # (B, heads, T, D)
                        for p in (sa.query, sa.key, sa.value))
             a, _ = attention_forward(q, k, v, mask=mask)  # (B, heads, T, D)
             a = a.transpose(0, 2, 1, 3)[real].reshape(-1, width)  # (N, H)
             return att.output.dense.forward(a)
 
-        def feed_forward(rows: Any, layer: Any = layer, out: Any = out) -> Any:  # a BertLayer
+        def feed_forward(rows: Any, layer: Any = layer, out: Any = out) -> Any:  # a BertLayer's FFN
             return out.dense.forward(layer.intermediate.forward(rows))
 
         x = residual_forward(x, attention, att.output.LayerNorm, None, layer.norm_first)
@@ -79,4 +71,3 @@ def forward_unpadded(
     h[real] = x
     model.pooler_output = None if model.pooler is None else model.pooler.forward(h)  # (B, H)
     return h
-

@@ -1,11 +1,13 @@
 """``BertModel.forward_unpadded``: BERT's evaluation forward with the padding left out.
 
-The reference is ``BertModel.forward``, which runs every layer on the padded batch (B, T, H).
-Here every step that works token by token (the linear layers, LayerNorms, GELU and the residual
-sums) runs on the N real tokens alone, as rows (N, H), through the same modules; only attention
-puts them back in the padded layout (B, heads, T, D), where the mask keeps the padding out. So
-padding costs attention alone. ``SentenceEncoder.encode`` runs it; tests/models/
-test_bert_unpadded.py checks it against ``forward`` and against Hugging Face on the real tokens.
+The reference is ``BertModel.forward``, which runs every layer on the padded batch (B, T, H). Here
+every step that works token by token (the linear layers, LayerNorms, GELU and the residual sums)
+runs on the N real tokens alone, as rows (N, H), through the same modules; only attention puts them
+back in the padded layout (B, heads, T, D), where the mask keeps the padding out. So padding costs
+attention alone. The feed-forward's bias and GELU run as ``bias_gelu_forward(...,
+need_backward=False)``: nothing is kept for a backward, so its kernel writes the output alone.
+``SentenceEncoder.encode`` runs it; tests/models/test_bert_unpadded.py checks it against
+``forward`` and against Hugging Face on the real tokens.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..backend import get_array_module
-from ..functional import attention_forward
+from ..functional import attention_forward, bias_gelu_forward, linear_forward
 from ..nn import residual_forward
 from ..nn.attention import key_padding_to_mask
+from ..nn.layers import ACTIVATIONS
 
 __all__ = ["forward_unpadded"]
 
@@ -63,7 +66,14 @@ def forward_unpadded(
             return att.output.dense.forward(a)
 
         def feed_forward(rows: Any, layer: Any = layer, out: Any = out) -> Any:  # a BertLayer's FFN
-            return out.dense.forward(layer.intermediate.forward(rows))
+            dense, act = layer.intermediate.dense, layer.intermediate.intermediate_act_fn
+            form = ACTIVATIONS[act.name]  # "relu", or GELU's "none" / "tanh"
+            if form == "relu" or dense.bias is None:
+                return out.dense.forward(layer.intermediate.forward(rows))
+            mm, _ = linear_forward(rows, dense.weight.data)  # x W1ᵀ: (N, d_ff)
+            # the bias and GELU with nothing kept for a backward: one array written, not three
+            hidden, _ = bias_gelu_forward(mm, dense.bias.data, form, need_backward=False)
+            return out.dense.forward(hidden)  # (N, H)
 
         x = residual_forward(x, attention, att.output.LayerNorm, None, layer.norm_first)
         x = residual_forward(x, feed_forward, out.LayerNorm, None, layer.norm_first)

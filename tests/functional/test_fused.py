@@ -231,8 +231,8 @@ def test_cupy_kernels_register_lazily_without_importing_cupy(registry):
 
 
 # ops with a Numba kernel only: on CuPy they run their reference op
-NO_CUPY_KERNEL = {"dropout_forward", "dropout_forward_counter", "dropout_forward_pcg64",
-                  "cross_entropy_forward", "cross_entropy_backward"}
+NO_CUPY_KERNEL = {"bias_gelu_inference", "dropout_forward", "dropout_forward_counter",
+                  "dropout_forward_pcg64", "cross_entropy_forward", "cross_entropy_backward"}
 
 
 def test_every_op_has_a_cupy_kernel():
@@ -529,8 +529,12 @@ def bias_data(shape, dtype, seed=0):
 
 
 def run_bias_gelu(bk: Backend, x, bias, dout, approximate):
+    """out, dx, dbias, and the inference forward's out (``need_backward=False``)."""
     out, cache = bias_gelu_forward(bk.asarray(x), bk.asarray(bias), approximate)
-    return bk.host(out, *bias_gelu_backward(bk.asarray(dout), cache))
+    inference, none = bias_gelu_forward(bk.asarray(x), bk.asarray(bias), approximate,
+                                        need_backward=False)
+    assert none is None
+    return bk.host(out, *bias_gelu_backward(bk.asarray(dout), cache), inference)
 
 
 @pytest.mark.parametrize("approximate", GELU)
@@ -555,8 +559,8 @@ def test_bias_gelu_matches_torch(xp_params: Backend, dtype, shape, approximate):
     out, grads = torch_reference(
         lambda x, b: tF.gelu(x + b, approximate=approximate), {"x": x, "b": bias}, dout
     )
-    names = [f"bias_gelu_{approximate}.{n}" for n in ("out", "dx", "dbias")]
-    assert_all_close(got, (out, grads["x"], grads["b"]), dtype, names)
+    names = [f"bias_gelu_{approximate}.{n}" for n in ("out", "dx", "dbias", "inference")]
+    assert_all_close(got, (out, grads["x"], grads["b"], out), dtype, names)
     assert_dtypes(got, dtype, names)
 
 
@@ -572,6 +576,7 @@ def test_bias_gelu_does_not_modify_its_inputs():
     for approximate in GELU:
         out, cache = bias_gelu_forward(x, bias, approximate)
         bias_gelu_backward(dout, cache)
+        bias_gelu_forward(x, bias, approximate, need_backward=False)
     for a, b in zip((x, bias, dout), before, strict=True):
         np.testing.assert_array_equal(a, b)
 

@@ -157,12 +157,14 @@ def run_gelu(bk: Backend, x, bias, dout, approximate):
     out, cache = gelu_forward(a(x), approximate)
     dx = gelu_backward(a(dout), cache)
     bout, bcache = bias_gelu_forward(a(x), a(bias), approximate)
+    iout, icache = bias_gelu_forward(a(x), a(bias), approximate, need_backward=False)
+    assert icache is None
     return bk.host(out, cache.saved, dx, bout, bcache.gelu.x, bcache.gelu.saved,
-                   *bias_gelu_backward(a(dout), bcache))
+                   *bias_gelu_backward(a(dout), bcache), iout)
 
 
 GELU_NAMES = ["gelu.out", "gelu.saved", "gelu.dx", "bias_gelu.out", "bias_gelu.z",
-              "bias_gelu.saved", "bias_gelu.dx", "bias_gelu.dbias"]
+              "bias_gelu.saved", "bias_gelu.dx", "bias_gelu.dbias", "bias_gelu.inference"]
 
 
 @pytest.mark.parametrize("approximate", GELU)
@@ -172,6 +174,27 @@ def test_gelu_and_bias_gelu_match_reference(dtype, shape, approximate):
     got, want = fused_and_reference(lambda: run_gelu(NUMPY, x, bias, dout, approximate))
     assert_matches_reference(got, want, dtype, GELU_NAMES)
     assert got[1].shape == (x.size,) and got[5].shape == (x.size,)
+    # the inference kernel is the training kernel's arithmetic with two stores left out
+    np.testing.assert_array_equal(got[8], got[3])
+
+
+@pytest.mark.parametrize("approximate", GELU)
+def test_bias_gelu_inference_takes_non_contiguous_input_and_keeps_nothing(dtype, approximate):
+    """``need_backward=False`` on Fortran-order and reversed-stride inputs, kernel against
+    reference; its ``None`` cache is refused by the backward with a message that says why."""
+    x, bias, dout = bias_data((40, 9), dtype)
+
+    def run():
+        return [bias_gelu_forward(xs, bias, approximate, need_backward=False)[0]
+                for xs in (x.T.copy().T, x[:, ::-1], x[::-2])]
+
+    got, want = fused_and_reference(run)
+    assert_matches_reference(got, want, dtype, ["fortran", "reversed", "strided rows"])
+    with pytest.raises(TypeError, match=r"needs the BiasGeluCache of bias_gelu_forward, got None "
+                                        r"\(a forward with need_backward=False keeps none\)"):
+        bias_gelu_backward(dout, None)
+    with pytest.raises(TypeError, match="need_backward must be True or False, got int"):
+        bias_gelu_forward(x, bias, approximate, need_backward=0)
 
 
 @pytest.mark.parametrize("approximate", GELU)

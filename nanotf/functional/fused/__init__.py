@@ -63,6 +63,7 @@ OPS: dict[str, str] = {
     "gelu_forward": "(x, approximate) -> (out, saved): out like x, saved flat (n,) as GeluCache",
     "gelu_backward": "(dout, x, saved, approximate) -> dx, like x",
     "bias_gelu_forward": "(x, bias, approximate) -> (out, z, saved): z = x + bias, saved flat",
+    "bias_gelu_inference": "(x, bias, approximate) -> out, like x: the forward's out alone",
     "bias_relu_forward": "(x, bias) -> (out, z): z = x + bias, out = max(z, 0), both like x",
     "bias_relu_backward": "(dout, out) -> (dx, dbias): dx = dout · (out > 0) like out, dbias (C,)",
     "layernorm_forward": "(x, gamma, beta, eps) -> (out, xhat, rstd): rstd (..., 1)",

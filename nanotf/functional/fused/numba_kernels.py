@@ -66,7 +66,9 @@ from .numba_dropout import DROPOUT_KERNELS
 from .numba_loops import (
     _adam,
     _bias_gelu_erf,
+    _bias_gelu_erf_out,
     _bias_gelu_tanh,
+    _bias_gelu_tanh_out,
     _gelu_erf,
     _gelu_erf_backward,
     _gelu_tanh,
@@ -136,6 +138,18 @@ def bias_gelu_forward(x: Any, bias: Any, approximate: str) -> tuple[Any, Any, An
     else:
         _bias_gelu_tanh(x2, b, out, z, saved, k(_GELU_C), k(1.0), k(_SQRT_2_OVER_PI), k(0.5))
     return out.reshape(shape), z.reshape(shape), saved.reshape(-1)
+
+
+def bias_gelu_inference(x: Any, bias: Any, approximate: str) -> Any:
+    dt = _dtype(x, bias)
+    k = dt.type
+    x2 = _rows(x)  # (rows, C)
+    out = np.empty_like(x2)  # the output alone: no z, no saved (nothing for a backward)
+    if approximate == "none":
+        _bias_gelu_erf_out(x2, _flat(bias), out, k(_SQRT_HALF), k(1.0), k(0.5), *_erf_table(dt))
+    else:
+        _bias_gelu_tanh_out(x2, _flat(bias), out, k(_GELU_C), k(1.0), k(_SQRT_2_OVER_PI), k(0.5))
+    return out.reshape(np.shape(x))
 
 
 def layernorm_forward(x: Any, gamma: Any, beta: Any, eps: float) -> tuple[Any, Any, Any]:
@@ -265,6 +279,7 @@ _KERNELS: dict[str, Callable[..., Any]] = {
     "gelu_forward": gelu_forward,
     "gelu_backward": gelu_backward,
     "bias_gelu_forward": bias_gelu_forward,
+    "bias_gelu_inference": bias_gelu_inference,
     "layernorm_forward": layernorm_forward,
     "layernorm_backward": layernorm_backward,
     "softmax_forward": softmax_forward,

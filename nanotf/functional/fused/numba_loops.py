@@ -9,7 +9,7 @@ import math
 
 import numba
 
-from .numba_math import _PARALLEL, _erf, _exp, _row_dot, _row_max, _row_sum, _tanh
+from .numba_math import _PARALLEL, _exp, _gelu_cdf, _gelu_tanh_t, _row_dot, _row_max, _row_sum
 
 # -- GELU -------------------------------------------------------------------------------------
 
@@ -19,9 +19,7 @@ def _gelu_erf(x, out, cdf, sqrt_half, one, half, a, hi, k, p, r):  # pragma: no 
     # cdf = ½ (1 + erf(x / √2)), out = x · cdf; x, out, cdf: (n,); a ... r: erf's table
     for i in numba.prange(x.size):
         xi = x[i]
-        c = _erf(xi * sqrt_half, a, hi, k, p, r, one)
-        c = c + one
-        c = c * half
+        c = _gelu_cdf(xi, sqrt_half, one, half, a, hi, k, p, r)
         cdf[i] = c
         out[i] = xi * c
 
@@ -31,12 +29,7 @@ def _gelu_tanh(x, out, t, gelu_c, one, sqrt_2_over_pi, half):  # pragma: no cove
     # t = tanh(√(2/π) (x + c x³)), out = ½ x (1 + t); x, out, t: (n,)
     for i in numba.prange(x.size):
         xi = x[i]
-        u = xi * xi
-        u = u * gelu_c
-        u = u + one
-        u = u * xi
-        u = u * sqrt_2_over_pi
-        th = _tanh(u, one)
+        th = _gelu_tanh_t(xi, gelu_c, one, sqrt_2_over_pi)
         t[i] = th
         o = th + one
         o = o * xi
@@ -52,9 +45,7 @@ def _bias_gelu_erf(x, b, out, z, cdf, sqrt_half, one, half, a, hi, k, p,
         for j in range(c):
             zz = x[row, j] + b[j]
             z[row, j] = zz
-            cc = _erf(zz * sqrt_half, a, hi, k, p, r, one)
-            cc = cc + one
-            cc = cc * half
+            cc = _gelu_cdf(zz, sqrt_half, one, half, a, hi, k, p, r)
             cdf[row, j] = cc
             out[row, j] = zz * cc
 
@@ -68,14 +59,33 @@ def _bias_gelu_tanh(x, b, out, z, t, gelu_c, one, sqrt_2_over_pi,
         for j in range(c):
             zz = x[r, j] + b[j]
             z[r, j] = zz
-            u = zz * zz
-            u = u * gelu_c
-            u = u + one
-            u = u * zz
-            u = u * sqrt_2_over_pi
-            th = _tanh(u, one)
+            th = _gelu_tanh_t(zz, gelu_c, one, sqrt_2_over_pi)
             t[r, j] = th
             o = th + one
+            o = o * zz
+            out[r, j] = o * half
+
+
+@numba.njit(**_PARALLEL)
+def _bias_gelu_erf_out(x, b, out, sqrt_half, one, half, a, hi, k, p,
+                       r):  # pragma: no cover - compiled
+    # out = GELU (erf) of x + b, the same arithmetic as _bias_gelu_erf, out alone (inference)
+    rows, c = x.shape
+    for row in numba.prange(rows):
+        for j in range(c):
+            zz = x[row, j] + b[j]
+            out[row, j] = zz * _gelu_cdf(zz, sqrt_half, one, half, a, hi, k, p, r)
+
+
+@numba.njit(**_PARALLEL)
+def _bias_gelu_tanh_out(x, b, out, gelu_c, one, sqrt_2_over_pi,
+                        half):  # pragma: no cover - compiled
+    # out = GELU (tanh) of x + b, the same arithmetic as _bias_gelu_tanh, out alone (inference)
+    rows, c = x.shape
+    for r in numba.prange(rows):
+        for j in range(c):
+            zz = x[r, j] + b[j]
+            o = _gelu_tanh_t(zz, gelu_c, one, sqrt_2_over_pi) + one
             o = o * zz
             out[r, j] = o * half
 

@@ -239,3 +239,23 @@ def _erf(x: Any, a: Any, hi: Any, k: Any, p: Any, r: Any, one: Any) -> Any:  # p
     if z < 0:
         big = -big
     return small if ax < a else big  # NaN: big is NaN
+
+
+@numba.njit(**_INLINE)
+def _gelu_cdf(x: Any, sqrt_half: Any, one: Any, half: Any, a: Any, hi: Any, k: Any, p: Any,
+              r: Any) -> Any:  # pragma: no cover - compiled
+    """GELU (erf)'s Φ(x) = ½ (1 + erf(x / √2)); a ... r: erf's table (``_erf``)."""
+    c = _erf(x * sqrt_half, a, hi, k, p, r, one)
+    c = c + one
+    return c * half
+
+
+@numba.njit(**_INLINE)
+def _gelu_tanh_t(x: Any, gelu_c: Any, one: Any, sqrt_2_over_pi: Any) -> Any:  # pragma: no cover
+    """GELU (tanh)'s t = tanh(√(2/π) (x + c x³)), as (x² c + 1) x √(2/π) in that order."""
+    u = x * x
+    u = u * gelu_c
+    u = u + one
+    u = u * x
+    u = u * sqrt_2_over_pi
+    return _tanh(u, one)

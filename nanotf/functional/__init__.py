@@ -29,6 +29,8 @@ from .fused import reference_only as reference_only
 from .layernorm import layernorm_backward, layernorm_forward
 from .linear import linear_backward, linear_forward
 from .loss import cross_entropy_backward, cross_entropy_forward
+from .packing import TokenPacking as TokenPacking
+from .packing import pack_tokens, token_packing, unpack_tokens
 from .positional import add_positional_backward, add_positional_forward, sinusoidal_encoding
 from .softmax import log_softmax_backward, log_softmax_forward, softmax_backward, softmax_forward
 from .softmax import masked_softmax_backward as masked_softmax_backward
@@ -69,6 +71,7 @@ __all__ = [
     "masked_softmax_backward",
     "masked_softmax_forward",
     "merge_heads",
+    "pack_tokens",
     "padding_mask",
     "relu_backward",
     "relu_forward",
@@ -76,4 +79,6 @@ __all__ = [
     "softmax_backward",
     "softmax_forward",
     "split_heads",
+    "token_packing",
+    "unpack_tokens",
 ]

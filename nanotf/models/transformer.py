@@ -35,7 +35,11 @@ from ..functional import (
     add_positional_forward,
     embedding_backward,
     embedding_forward,
+    pack_tokens,
+    token_packing,
+    unpack_tokens,
 )
+from ..functional.packing import TokenPacking
 from ..nn import (
     DecoderCache,
     Dropout,
@@ -171,6 +175,7 @@ class Transformer(Module):
         self._src_cache: Any = None  # the caches of the two embedding lookups (see _embed)
         self._tgt_cache: Any = None
         self._logits_shape: tuple[int, ...] | None = None
+        self._logits_packing: TokenPacking | None = None  # forward_unpadded's, for backward
 
     # -- checks ---------------------------------------------------------------------------
     def _check_ids(self, what: str, ids: Any, vocab: int) -> None:
@@ -223,9 +228,12 @@ class Transformer(Module):
         return mask != 0
 
     # -- the embedding lookups ------------------------------------------------------------
-    def _embed(self, table: Embedding, ids: Any, dropout: Dropout) -> tuple[Any, tuple]:
-        """``dropout(table[ids] · √C + PE[:L])`` -> (B, L, C), and the caches of the lookup and
-        of the positions.
+    def _embed(
+        self, table: Embedding, ids: Any, dropout: Dropout, packing: TokenPacking | None = None
+    ) -> tuple[Any, tuple]:
+        """``dropout(table[ids] · √C + PE[:L])`` -> (B, L, C), or with ``packing`` its real
+        tokens' rows (N, C) (the dropout drawn on those rows alone), and the caches of the
+        lookup, of the positions and the packing.
 
         A module keeps the cache of its last call only, and one table (with
         ``share_embeddings``) and one position table serve both sides; so the model runs the
@@ -233,11 +241,16 @@ class Transformer(Module):
         """
         emb, emb_cache = embedding_forward(ids, table.weight.data, table.padding_idx)  # (B, L, C)
         x, pos_cache = add_positional_forward(emb, self.pos.table_like(emb), self.pos.scale)
-        return dropout.forward(x), (emb_cache, pos_cache)
+        if packing is not None:
+            x = pack_tokens(x, packing)  # (N, C)
+        return dropout.forward(x), (emb_cache, pos_cache, packing)
 
     def _embed_backward(self, table: Embedding, dx: Any, cache: tuple, dropout: Dropout) -> None:
-        emb_cache, pos_cache = cache
-        demb = add_positional_backward(dropout.backward(dx), pos_cache)  # (B, L, C)
+        emb_cache, pos_cache, packing = cache
+        dx = dropout.backward(dx)  # (B, L, C), or the rows (N, C) with a packing
+        if packing is not None:
+            dx = unpack_tokens(dx, packing)  # (B, L, C): the padding's gradient is zero
+        demb = add_positional_backward(dx, pos_cache)  # (B, L, C)
         table.accumulate(table.weight, embedding_backward(demb, emb_cache))  # (V, C), adds
 
     # -- forward --------------------------------------------------------------------------
@@ -281,7 +294,7 @@ class Transformer(Module):
         y, self._tgt_cache = self._embed(self.tgt_embed, tgt_in, self.tgt_dropout)  # (B, T, C)
         h = self.decoder.forward(y, memory, tgt_mask, src_mask)  # (B, T, C)
         logits = self.out_proj.forward(h)  # (B, T, V)
-        self._logits_shape = tuple(logits.shape)
+        self._logits_shape, self._logits_packing = tuple(logits.shape), None
         return logits
 
     def decode_step(
@@ -350,6 +363,7 @@ class Transformer(Module):
             y, memory if start == 0 else None, cache, cache.target_mask, cache.memory_mask
         )
         self._src_cache = self._tgt_cache = self._logits_shape = None  # no backward after this
+        self._logits_packing = None
         return self.out_proj.forward(h)  # (B, Tn, V)
 
     def forward(self, src: Any, tgt_in: Any, src_mask: Any = None, tgt_mask: Any = None) -> Any:
@@ -358,6 +372,42 @@ class Transformer(Module):
         src: (B, S) and tgt_in: (B, T) integer ids; masks (B, S) / (B, T) True for real tokens,
         by default ``ids != pad_id``.
         """
+        src_mask, tgt_mask = self._check_pair(src, tgt_in, src_mask, tgt_mask)
+        memory = self.encode(src, src_mask)  # (B, S, C)
+        return self.decode(tgt_in, memory, src_mask, tgt_mask)  # (B, T, V)
+
+    def forward_unpadded(
+        self, src: Any, tgt_in: Any, src_mask: Any = None, tgt_mask: Any = None
+    ) -> Any:
+        """``forward`` with the padding left out of the work done token by token: the same
+        arguments, the same logits (B, T, V) at the real target tokens, zeros at the target
+        padding (where the loss ignores them); ``backward`` takes their gradient as after
+        ``forward``.
+
+        Every layer but attention (the embeddings' dropout, the linear layers, LayerNorms, the
+        feed-forward, the output projection) runs on the real tokens' rows (N, C) alone
+        (``nanotf.functional.packing``); attention puts them in the padded layout, where the
+        masks keep the padding out. So padding costs attention alone, and a batch whose real
+        tokens fill a fraction f of it costs about f of ``forward``'s matrix products. Without
+        dropout the two agree to round-off; with dropout each draws its own masks (here on the
+        N rows, there on all B·T positions), so seeded runs of the two differ. The memory saved
+        for inspection (``saved["memory"]``) is the source's rows (Ns, C).
+        """
+        src_mask, tgt_mask = self._check_pair(src, tgt_in, src_mask, tgt_mask)
+        src_packing, tgt_packing = token_packing(src_mask), token_packing(tgt_mask)
+        x, self._src_cache = self._embed(self.src_embed, src, self.src_dropout, src_packing)
+        memory = self.encoder.forward(x, None, src_packing)  # (Ns, C)
+        self.save(memory=memory)
+        y, self._tgt_cache = self._embed(self.tgt_embed, tgt_in, self.tgt_dropout, tgt_packing)
+        h = self.decoder.forward(y, memory, None, None, tgt_packing, src_packing)  # (Nt, C)
+        logits = unpack_tokens(self.out_proj.forward(h), tgt_packing)  # (Nt, V) -> (B, T, V)
+        self._logits_shape, self._logits_packing = tuple(logits.shape), tgt_packing
+        return logits
+
+    def _check_pair(
+        self, src: Any, tgt_in: Any, src_mask: Any, tgt_mask: Any
+    ) -> tuple[Any, Any]:
+        """The checks of a source and target pair; the masks, checked, or made from the ids."""
         self._check_ids("source", src, self.src_vocab_size)
         self._check_ids("target", tgt_in, self.tgt_vocab_size)
         if src.shape[0] != tgt_in.shape[0]:
@@ -367,8 +417,7 @@ class Transformer(Module):
                 f"{tuple(tgt_in.shape)}"
             )
         src_mask = self._mask("src_mask", src_mask, src.shape, src)
-        memory = self.encode(src, src_mask)  # (B, S, C)
-        return self.decode(tgt_in, memory, src_mask, tgt_mask)  # (B, T, V)
+        return src_mask, self._mask("tgt_mask", tgt_mask, tgt_in.shape, tgt_in)
 
     # -- backward -------------------------------------------------------------------------
     def backward(self, dlogits: Any) -> None:
@@ -390,8 +439,10 @@ class Transformer(Module):
                 f"dlogits must have the logits' shape {self._logits_shape}, "
                 f"got {tuple(dlogits.shape)}"
             )
-        dh = self.out_proj.backward(dlogits)  # (B, T, C)
-        dy, dmemory = self.decoder.backward(dh)  # (B, T, C), (B, S, C)
+        if self._logits_packing is not None:  # after forward_unpadded: the real tokens' rows
+            dlogits = pack_tokens(dlogits, self._logits_packing)  # (Nt, V)
+        dh = self.out_proj.backward(dlogits)  # (B, T, C), or (Nt, C)
+        dy, dmemory = self.decoder.backward(dh)  # (B, T, C), (B, S, C), or (Nt, C), (Ns, C)
         if dmemory is None:  # no decoder layers: the logits never saw the memory
             dmemory = get_array_module(dh).zeros_like(self._saved["memory"])
         self._embed_backward(self.tgt_embed, dy, self._tgt_cache, self.tgt_dropout)

@@ -12,6 +12,7 @@ from ..functional import (
     padding_mask,
     split_heads,
 )
+from ..functional.packing import TokenPacking, pack_tokens, unpack_tokens
 from .checks import (
     check_array,
     check_float_input,
@@ -64,6 +65,12 @@ class MultiHeadAttention(Module):
     model can carry its checkpoint's names; an output name of None leaves the output
     projection out (BERT keeps it in a separate module).
 
+    Packed (``packing=`` / ``memory_packing=``, ``TokenPacking``s of
+    ``nanotf.functional.packing``): ``x`` (and ``memory``) are the real tokens' rows (N, C), the
+    projections run on those rows alone, attention runs in the padded layout (B, H, T, D), zeros
+    at the padding, which the packing's mask keeps out of the keys, and the output is rows again
+    (N, C). The same numbers as the padded call at the real tokens.
+
     Saved for inspection: ``scores`` (B, H, Tq, Tk) after scaling and masking, ``probs`` (B, H,
     Tq, Tk) before dropout, and, after a backward, the gradients of both.
     """
@@ -93,6 +100,7 @@ class MultiHeadAttention(Module):
         if names[3] is not None:
             setattr(self, names[3], Linear(d_model, d_model, bias=bias))
         self._cache: Any = None
+        self._packings: tuple[Any, Any] = (None, None)  # (queries', keys') TokenPacking or None
         self._cross = False
         self._cached_call = False  # the last call was forward_cached: no backward possible
 
@@ -100,29 +108,28 @@ class MultiHeadAttention(Module):
         return self._modules[self._names[i]]  # type: ignore[return-value]
 
     def forward(
-        self, x: Any, memory: Any = None, key_padding_mask: Any = None, attn_mask: Any = None
+        self,
+        x: Any,
+        memory: Any = None,
+        key_padding_mask: Any = None,
+        attn_mask: Any = None,
+        *,
+        packing: TokenPacking | None = None,
+        memory_packing: TokenPacking | None = None,
     ) -> Any:
+        """x: (B, Tq, C) -> (B, Tq, C); with ``packing``, x: (N, C) the real tokens' rows ->
+        (N, C) (see the class; the keys' padding is then the packing's)."""
         who = f"MultiHeadAttention(d_model={self.d_model}, n_heads={self.n_heads})"
         like = self._proj(0).weight.data
-        layout = f"(batch, length, {self.d_model})"
-        check_float_input(who, "x", x, like=like, ndim=3, last_dim=self.d_model, layout=layout)
-        if memory is not None:
-            check_float_input(
-                who, "memory", memory, like=like, ndim=3, last_dim=self.d_model, layout=layout
-            )
+        if packing is not None or memory_packing is not None:
+            b, t_q, t_k = self._check_packed(who, x, memory, key_padding_mask, packing,
+                                             memory_packing)
+            kv_packing = packing if memory is None else memory_packing
+            key_padding_mask = kv_packing.mask  # type: ignore[union-attr]
+        else:
+            b, t_q, t_k = self._check_padded(who, x, memory)
+            kv_packing = None
         kv = x if memory is None else memory
-        b, t_q, _ = x.shape
-        t_k = kv.shape[1]
-        if kv.shape[0] != b:
-            raise ValueError(
-                f"{who}: batch sizes differ: queries have {b}, memory has {kv.shape[0]} "
-                "(x and memory must have the same batch size)"
-            )
-        if t_k == 0:
-            raise ValueError(
-                f"{who}: {'memory' if memory is not None else 'x'} must have at least one "
-                f"position (the keys attention averages over), got shape {tuple(kv.shape)}"
-            )
         mask = None
         if key_padding_mask is not None:
             mask = key_padding_to_mask(key_padding_mask, b, t_k, who, like)
@@ -142,18 +149,102 @@ class MultiHeadAttention(Module):
             mask = attn_mask if mask is None else mask & attn_mask
         self._cross = memory is not None
         self._cached_call = False
-        h = self.n_heads
-        q = split_heads(self._proj(0).forward(x), h)  # (B, H, Tq, D)
-        k = split_heads(self._proj(1).forward(kv), h)  # (B, H, Tk, D)
-        v = split_heads(self._proj(2).forward(kv), h)  # (B, H, Tk, D)
+        self._packings = (packing, kv_packing)
+        q = self._to_heads(self._proj(0).forward(x), packing)  # (B, H, Tq, D)
+        k = self._to_heads(self._proj(1).forward(kv), kv_packing)  # (B, H, Tk, D)
+        v = self._to_heads(self._proj(2).forward(kv), kv_packing)  # (B, H, Tk, D)
         out, self._cache = attention_forward(
             q, k, v, mask=mask, causal=self.causal, dropout_p=self.dropout, training=self.training
         )
         self.save(scores=self._cache.scores, probs=self._cache.probs)
-        out = merge_heads(out)  # (B, Tq, C)
+        out = self._from_heads(out, packing)  # (B, Tq, C), or (N, C) packed
         if self._names[3] is not None:
             out = self._proj(3).forward(out)
         return out
+
+    def _to_heads(self, x: Any, packing: TokenPacking | None) -> Any:
+        """(B, T, C), or the rows (N, C) of ``packing`` -> (B, H, T, D), zeros at the padding."""
+        return split_heads(x if packing is None else unpack_tokens(x, packing), self.n_heads)
+
+    def _from_heads(self, a: Any, packing: TokenPacking | None) -> Any:
+        """(B, H, T, D) -> (B, T, C), or the real tokens' rows (N, C) with ``packing``."""
+        merged = merge_heads(a)  # (B, T, C)
+        return merged if packing is None else pack_tokens(merged, packing)
+
+    def _check_padded(self, who: str, x: Any, memory: Any) -> tuple[int, int, int]:
+        """x (B, Tq, C) and memory (B, Tk, C) or None -> (B, Tq, Tk)."""
+        like = self._proj(0).weight.data
+        layout = f"(batch, length, {self.d_model})"
+        check_float_input(who, "x", x, like=like, ndim=3, last_dim=self.d_model, layout=layout)
+        if memory is not None:
+            check_float_input(
+                who, "memory", memory, like=like, ndim=3, last_dim=self.d_model, layout=layout
+            )
+        kv = x if memory is None else memory
+        b, t_q, _ = x.shape
+        if kv.shape[0] != b:
+            raise ValueError(
+                f"{who}: batch sizes differ: queries have {b}, memory has {kv.shape[0]} "
+                "(x and memory must have the same batch size)"
+            )
+        if kv.shape[1] == 0:
+            raise ValueError(
+                f"{who}: {'memory' if memory is not None else 'x'} must have at least one "
+                f"position (the keys attention averages over), got shape {tuple(kv.shape)}"
+            )
+        return b, t_q, kv.shape[1]
+
+    def _check_packed(
+        self,
+        who: str,
+        x: Any,
+        memory: Any,
+        key_padding_mask: Any,
+        packing: Any,
+        memory_packing: Any,
+    ) -> tuple[int, int, int]:
+        """x (N, C) rows of ``packing``, memory (Ns, C) rows of ``memory_packing`` or None ->
+        (B, Tq, Tk), the padded layout attention runs in."""
+        if packing is None:
+            raise ValueError(f"{who}: memory_packing needs the queries' packing too (packing=)")
+        if key_padding_mask is not None:
+            raise ValueError(
+                f"{who}: with packing the keys' padding is the packing's mask: pass "
+                "key_padding_mask=None"
+            )
+        like = self._proj(0).weight.data
+        pairs = [("x", x, packing)]
+        if memory is None:
+            if memory_packing is not None:
+                raise ValueError(f"{who}: memory_packing given without a memory")
+        else:
+            if memory_packing is None:
+                raise ValueError(
+                    f"{who}: packed cross-attention needs the memory's packing (memory_packing=)"
+                )
+            pairs.append(("memory", memory, memory_packing))
+        for name, rows, pk in pairs:
+            if not isinstance(pk, TokenPacking):
+                raise TypeError(
+                    f"{who}: the packing of {name} must be a TokenPacking (token_packing(mask)), "
+                    f"got {describe(pk)}"
+                )
+            layout = f"(real tokens, {self.d_model}) = ({pk.n_tokens}, {self.d_model})"
+            check_float_input(who, name, rows, like=like, ndim=2, last_dim=self.d_model,
+                              layout=layout)
+            if rows.shape[0] != pk.n_tokens:
+                raise ValueError(f"{who}: {name} must have shape {layout}, got "
+                                 f"{tuple(rows.shape)}")
+        kv_packing = packing if memory is None else memory_packing
+        b, t_q = packing.shape
+        if kv_packing.shape[0] != b:
+            raise ValueError(
+                f"{who}: batch sizes differ: the queries' packing has {b} sequences, the "
+                f"memory's {kv_packing.shape[0]}"
+            )
+        if kv_packing.shape[1] == 0:
+            raise ValueError(f"{who}: the keys' packing has no positions (length 0)")
+        return b, t_q, kv_packing.shape[1]
 
     def forward_cached(
         self, x: Any, cache: KVCache, memory: Any = None, key_padding_mask: Any = None
@@ -233,11 +324,12 @@ class MultiHeadAttention(Module):
         if self._names[3] is not None:
             dout = self._proj(3).backward(dout)
         grads: dict[str, Any] = {}  # dL/dprobs and dL/dscores, kept for inspection
-        dq, dk, dv = attention_backward(split_heads(dout, self.n_heads), self._cache, grads)
+        packing, kv_packing = self._packings
+        dq, dk, dv = attention_backward(self._to_heads(dout, packing), self._cache, grads)
         self.save_grad(**grads)
-        dx = self._proj(0).backward(merge_heads(dq))
-        dkv = self._proj(1).backward(merge_heads(dk))
-        dkv += self._proj(2).backward(merge_heads(dv))
+        dx = self._proj(0).backward(self._from_heads(dq, packing))
+        dkv = self._proj(1).backward(self._from_heads(dk, kv_packing))
+        dkv += self._proj(2).backward(self._from_heads(dv, kv_packing))
         if self._cross:
             return AttentionGrads(dx, dkv)
         dx += dkv

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..functional.packing import TokenPacking
 from .attention import MultiHeadAttention
 from .blocks import residual_backward, residual_forward
 from .checks import check_float_input
@@ -135,6 +136,16 @@ class _ResidualLayer(Module):
         for i in range(1, n_sublayers + 1):  # dropout1, dropout2[, dropout3]
             setattr(self, f"dropout{i}", Dropout(dropout))
 
+    def _check_rows(self, who: str, name: str, x: Any, packing: Any) -> None:
+        """x: (B, T, C), or the rows (N, C) of ``packing``."""
+        if packing is None:
+            layout, ndim = f"(batch, length, {self.d_model})", 3
+        else:
+            layout, ndim = f"(real tokens, {self.d_model})", 2
+        like = self.norm1.weight.data
+        check_float_input(who, name, x, like=like, ndim=ndim, last_dim=self.d_model,
+                          layout=layout)
+
     def _self_attention_backward(self, dout: Any) -> Any:
         """The self-attention's dx (its keys and values come from x: no memory gradient)."""
         return self.self_attn.backward(dout).dx
@@ -151,21 +162,17 @@ class EncoderLayer(_ResidualLayer):
     ``backward(dout)`` returns ``dx``.
     """
 
-    def forward(self, x: Any, key_padding_mask: Any = None) -> Any:
-        """x: (B, T, C); key_padding_mask: (B, T), True for real tokens."""
-        check_float_input(
-            f"EncoderLayer(d_model={self.d_model})",
-            "x",
-            x,
-            like=self.norm1.weight.data,
-            ndim=3,
-            last_dim=self.d_model,
-            layout=f"(batch, length, {self.d_model})",
-        )
+    def forward(
+        self, x: Any, key_padding_mask: Any = None, packing: TokenPacking | None = None
+    ) -> Any:
+        """x: (B, T, C); key_padding_mask: (B, T), True for real tokens. Packed (``packing``, a
+        ``TokenPacking`` of the batch): x (N, C), the real tokens' rows -> (N, C); the padding is
+        then the packing's, and only attention sees the padded layout."""
+        self._check_rows(f"EncoderLayer(d_model={self.d_model})", "x", x, packing)
         nf = self.norm_first
 
         def self_attention(h: Any) -> Any:
-            return self.self_attn.forward(h, key_padding_mask=key_padding_mask)
+            return self.self_attn.forward(h, key_padding_mask=key_padding_mask, packing=packing)
 
         x = residual_forward(x, self_attention, self.norm1, self.dropout1, nf)
         return residual_forward(x, self.ff.forward, self.norm2, self.dropout2, nf)
@@ -197,16 +204,22 @@ class DecoderLayer(_ResidualLayer):
         memory: Any,
         tgt_key_padding_mask: Any = None,
         memory_key_padding_mask: Any = None,
+        packing: TokenPacking | None = None,
+        memory_packing: TokenPacking | None = None,
     ) -> Any:
-        """x: (B, T, C) decoder input, memory: (B, S, C) encoder output; masks True = real token."""
+        """x: (B, T, C) decoder input, memory: (B, S, C) encoder output; masks True = real token.
+        Packed (``packing`` and ``memory_packing``, the two batches' ``TokenPacking``s): x (N, C)
+        and memory (Ns, C), the real tokens' rows -> (N, C), the masks then the packings'."""
         who = f"DecoderLayer(d_model={self.d_model})"
-        layout = f"(batch, length, {self.d_model})"
-        like = self.norm1.weight.data
-        check_float_input(who, "x", x, like=like, ndim=3, last_dim=self.d_model, layout=layout)
-        check_float_input(
-            who, "memory", memory, like=like, ndim=3, last_dim=self.d_model, layout=layout
-        )
-        if memory.shape[0] != x.shape[0]:
+        if (packing is None) != (memory_packing is None):
+            raise ValueError(
+                f"{who}: a packed decoder layer needs both packings, packing= (the target's) and "
+                f"memory_packing= (the source's), got only "
+                f"{'packing' if memory_packing is None else 'memory_packing'}"
+            )
+        self._check_rows(who, "x", x, packing)
+        self._check_rows(who, "memory", memory, memory_packing)
+        if packing is None and memory.shape[0] != x.shape[0]:
             raise ValueError(
                 f"{who}: decoder input {tuple(x.shape)} and encoder memory "
                 f"{tuple(memory.shape)} must be (batch, length, width) with the same batch size"
@@ -214,10 +227,12 @@ class DecoderLayer(_ResidualLayer):
         nf = self.norm_first
 
         def self_attention(h: Any) -> Any:
-            return self.self_attn.forward(h, key_padding_mask=tgt_key_padding_mask)
+            return self.self_attn.forward(h, key_padding_mask=tgt_key_padding_mask,
+                                          packing=packing)
 
         def cross_attention(h: Any) -> Any:
-            return self.cross_attn.forward(h, memory, key_padding_mask=memory_key_padding_mask)
+            return self.cross_attn.forward(h, memory, key_padding_mask=memory_key_padding_mask,
+                                           packing=packing, memory_packing=memory_packing)
 
         self._cached_call = False
         x = residual_forward(x, self_attention, self.norm1, self.dropout1, nf)

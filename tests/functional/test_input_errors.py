@@ -581,6 +581,58 @@ def merge_heads_case(d: Drawer) -> Case:
     return Case(lambda: F.merge_heads(x), reference)
 
 
+def _packing(d: Drawer) -> tuple[Any, np.ndarray]:
+    """A good packing on the case's backend, and its (B, T) mask on the host."""
+    shape = (d.draw(st.integers(0, 3)), d.draw(st.integers(0, 4)))
+    keep = values(shape, np.dtype(bool), d.seed(), False)
+    mask = strict_mod.asarray(keep) if d.backend == "strict" else keep
+    return F.token_packing(mask), keep
+
+
+def token_packing_case(d: Drawer) -> Case:
+    mask = d.array((d.draw(st.integers(0, 3)), d.draw(st.integers(0, 4))),
+                   d.draw(st.sampled_from(["bool", "int"])), specials=False, high=2)
+
+    def call() -> Any:
+        packing = F.token_packing(mask)
+        return packing.index, packing.mask
+
+    def reference() -> Any:
+        real = d.to_torch(mask) != 0
+        return torch.flatten(real).nonzero().reshape(-1), real
+
+    return Case(call, reference)
+
+
+def pack_tokens_case(d: Drawer) -> Case:
+    packing, keep = _packing(d)
+    b, t = keep.shape
+    x = d.array((b, t, d.draw(st.integers(0, 3))))
+    packing = d.pick([packing], [None, keep, (b, t)])
+
+    def reference() -> Any:
+        flat = d.to_torch(x).reshape(b * t, *x.shape[2:])
+        return flat[torch.from_numpy(np.flatnonzero(keep))]
+
+    return Case(lambda: F.pack_tokens(x, packing), reference)
+
+
+def unpack_tokens_case(d: Drawer) -> Case:
+    packing, keep = _packing(d)
+    b, t = keep.shape
+    n = int(keep.sum())
+    rows = d.array((n, d.draw(st.integers(0, 3))))
+    packing = d.pick([packing], [None, keep, (b, t)])
+
+    def reference() -> Any:
+        r = d.to_torch(rows)
+        out = torch.zeros((b * t, *r.shape[1:]), dtype=r.dtype)
+        out[torch.from_numpy(np.flatnonzero(keep))] = r
+        return out.reshape(b, t, *r.shape[1:])
+
+    return Case(lambda: F.unpack_tokens(rows, packing), reference)
+
+
 def padding_mask_case(d: Drawer) -> Case:
     keep = d.array((d.draw(st.integers(0, 3)), d.draw(st.integers(0, 4))),
                    d.draw(st.sampled_from(["bool", "int"])), specials=False, high=2)
@@ -623,6 +675,9 @@ SINGLE: dict[str, tuple[tuple[str, ...], Callable[[Drawer], Case]]] = {
     "split_heads": (("input", "n_heads"), split_heads_case),
     "merge_heads": (("input",), merge_heads_case),
     "padding_mask": (("keep",), padding_mask_case),
+    "token_packing": (("mask",), token_packing_case),
+    "pack_tokens": (("input", "packing"), pack_tokens_case),
+    "unpack_tokens": (("rows", "packing"), unpack_tokens_case),
     "causal_mask": (("t_q", "t_k"), causal_mask_case),
     "sinusoidal_encoding": (("max_len", "d_model", "base", "dtype"), sinusoidal_case),
 }

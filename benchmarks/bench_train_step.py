@@ -9,8 +9,12 @@ on its own; the two take turns for ``--rounds`` rounds and each keeps its best (
 machine, a busy spell then slows one round, not one framework). Also measured in its own
 subprocess: the machine's float32 GEMM peak (2048³, NumPy's BLAS and torch's, the higher
 counts), against which the step's matmul FLOPs (counted from the shapes) give each framework's
-share of the peak. Prints the CPU and a Markdown table with seconds per step, share of peak,
-peak memory and the ratios nanotf / PyTorch.
+share of the peak. nanotf runs twice: ``Transformer.forward`` computes every position, padding
+included, as torch does; ``Transformer.forward_unpadded`` the same step with the padding left out
+of everything but attention (the same loss and gradients without dropout; its dropout draws its
+masks on the real tokens alone), whose share of the peak counts the same FLOPs as the padded
+step's, so it says how much sooner the same step is done. Prints the CPU and a Markdown table
+with seconds per step, share of peak, peak memory and the ratios nanotf / PyTorch.
 
     python benchmarks/bench_train_step.py --preset small --threads 2
 """
@@ -31,6 +35,14 @@ PRESETS = {
     "tiny": dict(vocab=64, d_model=64, heads=4, layers=2, d_ff=128, batch=64, length=12),
     "small": dict(vocab=1000, d_model=256, heads=4, layers=3, d_ff=1024, batch=16, length=32),
     "base": dict(vocab=8000, d_model=512, heads=8, layers=6, d_ff=2048, batch=16, length=64),
+}
+
+
+# the rows of the table: each runs in its own subprocess, in turns
+FRAMEWORKS = {
+    "torch": "PyTorch eager",
+    "nanotf": "nanotf (NumPy), `forward`",
+    "nanotf-unpadded": "nanotf (NumPy), `forward_unpadded`",
 }
 
 
@@ -63,7 +75,7 @@ def step_flops(p: dict) -> float:
     return 3 * 2 * macs
 
 
-def run_nanotf(p: dict, steps: int) -> list[float]:
+def run_nanotf(p: dict, steps: int, unpadded: bool = False) -> list[float]:
     import numpy as np
 
     import nanotf
@@ -77,11 +89,12 @@ def run_nanotf(p: dict, steps: int) -> list[float]:
                         d_ff=p["d_ff"], dropout=0.1)
     opt = Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
     src, tgt = _batch(p)  # the model masks pad id 0 (its default pad_id)
+    forward = model.forward_unpadded if unpadded else model.forward
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
         opt.zero_grad()
-        logits = model.forward(src, tgt[:, :-1])
+        logits = forward(src, tgt[:, :-1])
         loss, cache = cross_entropy_forward(logits, tgt[:, 1:], ignore_index=0, label_smoothing=0.1)
         model.backward(cross_entropy_backward(np.float32(1.0), cache))
         opt.step()
@@ -155,7 +168,7 @@ def child(framework: str, preset: str, steps: int, threads: int) -> None:
         torch.set_num_threads(threads)
         times = run_torch(p, steps)
     else:
-        times = run_nanotf(p, steps)
+        times = run_nanotf(p, steps, unpadded=framework == "nanotf-unpadded")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     steady = sorted(times[1:] or times)
     print(json.dumps({"median_s": steady[len(steady) // 2], "peak_mib": peak_mib}))
@@ -167,7 +180,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3, help="turns each framework takes (best kept)")
-    ap.add_argument("--child", choices=["nanotf", "torch", "peak"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=list(FRAMEWORKS) + ["peak"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args.child, args.preset, args.steps, args.threads)
@@ -186,7 +199,7 @@ def main() -> None:
     # the frameworks take turns, round after round, and each keeps its best round
     res: dict = {"peak": run("peak")}
     for _ in range(args.rounds):
-        for fw in ("torch", "nanotf"):
+        for fw in FRAMEWORKS:
             r = run(fw)
             if fw not in res or r["median_s"] < res[fw]["median_s"]:
                 res[fw] = r
@@ -198,12 +211,16 @@ def main() -> None:
           "rounds, taken in turns)")
     print(f"float32 GEMM peak (2048³): NumPy {res['peak']['numpy']:.0f} GFLOP/s, torch "
           f"{res['peak']['torch']:.0f} GFLOP/s; the step's matmuls: {flops / 1e9:.1f} GFLOP, "
-          f"{flops / peak / 1e9:.3f} s at the higher peak\n")
+          f"{flops / peak / 1e9:.3f} s at the higher peak")
+    src, tgt = _batch(p)
+    print(f"real tokens: {(src != 0).mean():.0%} of the source positions, "
+          f"{(tgt[:, :-1] != 0).mean():.0%} of the target's\n")
     print("| framework | s / step | share of GEMM peak | peak RSS (MiB) | time ratio "
           "| memory ratio |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     t = res["torch"]
-    for name, r in (("PyTorch eager", t), ("nanotf (NumPy)", res["nanotf"])):
+    for fw, name in FRAMEWORKS.items():
+        r = res[fw]
         share = flops / r["median_s"] / 1e9 / peak
         print(f"| {name} | {r['median_s']:.3f} | {share:.0%} | {r['peak_mib']:.0f} | "
               f"{r['median_s'] / t['median_s']:.2f} | {r['peak_mib'] / t['peak_mib']:.2f} |")

@@ -43,6 +43,13 @@ _TRAIN_OPTIONS: list[tuple[str, str, Any, list[str] | None, str]] = [
     ("--dropout", "dropout", float, None, "dropout probability"),
     ("--activation", "activation", str, list(ACTIVATIONS), "feed-forward activation"),
     ("--norm-first", "norm_first", _yes_no, None, "pre-LN (yes) or post-LN (no)"),
+    (
+        "--unpadded",
+        "unpadded",
+        _yes_no,
+        None,
+        "the Transformer's training forward leaves the padding out of all but attention (yes)",
+    ),
     ("--optimizer", "optimizer", str, list(OPTIMIZERS), "optimizer"),
     ("--lr", "lr", float, None, "peak learning rate"),
     ("--schedule", "schedule", str, list(SCHEDULES), "learning-rate schedule"),
@@ -146,7 +153,7 @@ def _option_groups(parser: argparse.ArgumentParser, defaults: Any) -> None:
         default = getattr(defaults, name)
         if name == "activation":
             default = ", ".join(f"{v} for {k}" for k, v in DEFAULT_ACTIVATION.items())
-        if name == "norm_first":
+        if typ is _yes_no:
             default = "yes" if default else "no"
         group.add_argument(
             flag,
@@ -154,7 +161,7 @@ def _option_groups(parser: argparse.ArgumentParser, defaults: Any) -> None:
             type=typ,
             choices=choices,
             default=None,
-            metavar=None if choices else ("YES|NO" if name == "norm_first" else name.upper()),
+            metavar=None if choices else ("YES|NO" if typ is _yes_no else name.upper()),
             help=f"{text} (default: {default})",
         )
 

@@ -213,7 +213,8 @@ class Trainer:
                 if isinstance(batch, LMBatch):  # GPT: read <bos> x = y, predict y <eos>
                     _, loss, cache = lm_loss(model, batch, cfg.label_smoothing)
                 else:  # teacher forcing: read <bos> y, predict y <eos>
-                    _, loss, cache = seq2seq_loss(model, batch, cfg.label_smoothing)
+                    _, loss, cache = seq2seq_loss(model, batch, cfg.label_smoothing,
+                                                  unpadded=cfg.unpadded)
             loss_value = float(to_numpy(loss))  # the step's one loss transfer
             self._check_finite("loss", loss_value)
             # backward, by hand: dloss/dlogits, then every layer in reverse

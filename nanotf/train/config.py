@@ -84,6 +84,11 @@ class TrainConfig:
     parameters) reverses strings at held-out exact match 0.998 / 1.000 / 0.996 for seeds
     0 / 1 / 2, in about 40 s on 2 cores (with the ``fast`` extra).
 
+    ``unpadded=True`` trains the Transformer with ``Transformer.forward_unpadded``: the same loss
+    and gradients without dropout (to round-off), the padding left out of all but attention, so
+    a step costs less the more a batch is padded; with dropout its masks are drawn on the real
+    tokens alone, so a seeded run differs from ``unpadded=False``'s (each repeats bit for bit).
+
     ``task_options`` go to the task's factory (``get_task(task, **task_options)``), e.g.
     ``{"max_len": 20}`` for longer strings. ``blas_threads`` limits the BLAS library's threads
     while training and evaluating (see :func:`blas_threads`; None leaves it alone).
@@ -111,6 +116,7 @@ class TrainConfig:
     norm_first: bool = False
     share_embeddings: bool = False
     tie_output: bool = False
+    unpadded: bool = False  # the Transformer's training forward: forward_unpadded (see above)
     max_len: int | None = None
     # optimisation
     optimizer: str = "adam"
@@ -167,10 +173,10 @@ class TrainConfig:
         check_choice("model", self.model, MODELS)
         for name in ("task", "activation", "optimizer", "schedule", "backend", "dtype"):
             check_str(name, getattr(self, name))
-        for name in ("norm_first", "share_embeddings", "tie_output"):
+        for name in ("norm_first", "share_embeddings", "tie_output", "unpadded"):
             check_bool(name, getattr(self, name))
         if self.model == "gpt":
-            for name in ("norm_first", "share_embeddings", "tie_output"):
+            for name in ("norm_first", "share_embeddings", "tie_output", "unpadded"):
                 if getattr(self, name):
                     raise ValueError(
                         f"{name}=True is an option of the encoder-decoder Transformer; GPT is "

@@ -31,11 +31,14 @@ def seq2seq_loss(
     batch: Batch,
     label_smoothing: float = 0.0,
     reduction: str = "mean",
+    unpadded: bool = False,
 ) -> tuple[Any, Any, Any]:
     """Teacher forcing on a batch (on the backend): the decoder reads ``<bos> y`` and predicts
     ``y <eos>``, the loss ignoring ``<pad>``. Returns ``(logits (B, T-1, V), loss, cache for
-    cross_entropy_backward)``."""
-    logits = model.forward(batch.src, batch.tgt_in, batch.src_mask, batch.tgt_in_mask)
+    cross_entropy_backward)``. ``unpadded``: through ``model.forward_unpadded`` (the same loss,
+    the padding left out of all but attention)."""
+    forward = model.forward_unpadded if unpadded else model.forward
+    logits = forward(batch.src, batch.tgt_in, batch.src_mask, batch.tgt_in_mask)
     loss, cache = cross_entropy_forward(
         logits,
         batch.tgt_out,

@@ -190,14 +190,21 @@ VARIANTS = {
 }
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS.values()), ids=list(VARIANTS))
-def test_against_torch(model_dtype, variant):
+def torch_pair(variant: dict, dtype) -> tuple[dict, Transformer, TorchSeq2Seq]:
+    """The config of ``variant``, our model (dropout 0, LayerNorms moved off their init) and
+    the torch model with its weights copied in by name."""
     cfg = {**BASE, **variant}
     nanotf.manual_seed(1)
     model = Transformer(**cfg, dropout=0.0)
     perturb_layer_norms(model)
-    ref = TorchSeq2Seq(cfg, TORCH_DTYPE[model_dtype])
+    ref = TorchSeq2Seq(cfg, TORCH_DTYPE[dtype])
     copy_into_torch(model, ref, cfg["d_model"])
+    return cfg, model, ref
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS.values()), ids=list(VARIANTS))
+def test_against_torch(model_dtype, variant):
+    cfg, model, ref = torch_pair(variant, model_dtype)
     src, tgt_in, tgt_out = batch(cfg)
     assert (src == PAD).any() and (tgt_in == PAD).any() and (tgt_out == PAD).any()
 

@@ -23,9 +23,7 @@ from nanotf.models import Transformer
 from nanotf.nn import DecoderLayer, EncoderLayer, Module, MultiHeadAttention
 from nanotf.testing import strict as strict_mod
 from tests.conftest import (
-    TORCH_DTYPE,
     compare_param_grads,
-    copy_into_torch,
     grad_floor,
     rel_error,
 )
@@ -37,10 +35,10 @@ from tests.models.test_transformer import (
     PAD,
     TINY,
     VARIANTS,
-    TorchSeq2Seq,
     batch,
     perturb_layer_norms,
     run_torch,
+    torch_pair,
 )
 
 RTOL_SELF = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10}
@@ -84,12 +82,7 @@ def test_equals_forward(model_dtype, variant):
 @pytest.mark.parametrize("variant", list(VARIANTS.values()), ids=list(VARIANTS))
 def test_against_torch(model_dtype, variant):
     """The real tokens' logits, the loss and every torch gradient by name."""
-    cfg = {**BASE, **variant}
-    nanotf.manual_seed(1)
-    model = Transformer(**cfg, dropout=0.0)
-    perturb_layer_norms(model)
-    ref = TorchSeq2Seq(cfg, TORCH_DTYPE[model_dtype])
-    copy_into_torch(model, ref, cfg["d_model"])
+    cfg, model, ref = torch_pair(variant, model_dtype)
     src, tgt_in, tgt_out = batch(cfg)
     logits, loss, _ = run(model, model.forward_unpadded, src, tgt_in, tgt_out)
     ref_logits, ref_loss = run_torch(ref, src, tgt_in, tgt_out, smoothing=0.1)

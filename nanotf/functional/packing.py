@@ -40,7 +40,8 @@ class TokenPacking(NamedTuple):
 
 def token_packing(mask: Any) -> TokenPacking:
     """The packing of the real tokens of a (B, T) batch: ``mask`` boolean, True for real tokens
-    (an integer 0/1 mask is taken too, nonzero = real)."""
+    (an integer 0/1 mask is taken too, nonzero = real). On a GPU this waits for the device once,
+    to learn N (the size of ``index``); packing and unpacking after it do not."""
     check_ndim("token_packing mask", mask, 2)
     if mask.dtype.kind not in "biu":
         raise TypeError(

@@ -191,6 +191,27 @@ def test_runs_on_the_strict_device_stand_in():
         np.testing.assert_array_equal(nanotf.to_numpy(p.grad), grads[n], err_msg=n)
 
 
+@pytest.mark.gpu
+def test_runs_on_cupy():
+    import cupy  # type: ignore[import-not-found]
+
+    nanotf.manual_seed(0)
+    model = Transformer(**BASE, dropout=0.0, tie_output=True)
+    src, tgt_in, _ = batch(BASE)
+    dlogits = np.random.default_rng(0).standard_normal((*tgt_in.shape, 13)).astype(np.float32)
+    want = model.forward_unpadded(src, tgt_in)
+    model.backward(dlogits)
+    grads = {n: p.grad.copy() for n, p in model.named_parameters()}
+    for p in model.parameters():  # the tied Parameter is moved once, and stays tied
+        p.data, p.grad = cupy.asarray(p.data), cupy.zeros_like(cupy.asarray(p.grad))
+    got = model.forward_unpadded(cupy.asarray(src), cupy.asarray(tgt_in))
+    model.backward(cupy.asarray(dlogits))
+    assert rel_error(got, want) <= OUT_RTOL[np.dtype(np.float32)]
+    for n, p in model.named_parameters():
+        err = rel_error(p.grad, grads[n], grad_floor(n, list(grads.values())))
+        assert err <= GRAD_RTOL[np.dtype(np.float32)], n
+
+
 def test_the_attention_maps_and_the_memory_rows_are_saved():
     nanotf.manual_seed(0)
     model = Transformer(**BASE, dropout=0.0)

@@ -522,12 +522,13 @@ def test_backward_misuse():
 # -- other array backends --------------------------------------------------------------------------
 
 
-def run_on(model: Transformer, to_device, src, tgt_in, dlogits):
-    """Forward and backward with every array moved by ``to_device``; host copies back."""
+def run_on(model: Transformer, to_device, src, tgt_in, dlogits, method: str = "forward"):
+    """Forward (``method``: ``"forward"`` or ``"forward_unpadded"``) and backward with every
+    array moved by ``to_device``; host copies back."""
     for p in model.parameters():  # a tied Parameter is moved once, and stays tied
         p.data, p.grad = to_device(p.data), to_device(p.grad)
     model.zero_grad()
-    logits = model.forward(to_device(src), to_device(tgt_in))
+    logits = getattr(model, method)(to_device(src), to_device(tgt_in))
     model.backward(to_device(dlogits))
     grads = {n: nanotf.to_numpy(p.grad) for n, p in model.named_parameters()}
     return nanotf.to_numpy(logits), grads

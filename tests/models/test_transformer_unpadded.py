@@ -37,10 +37,12 @@ from tests.models.test_transformer import (
     VARIANTS,
     batch,
     perturb_layer_norms,
+    run_on,
     run_torch,
     torch_pair,
 )
 
+UNPADDED = "forward_unpadded"  # the method run_on calls
 RTOL_SELF = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10}
 
 
@@ -173,43 +175,28 @@ def test_finite_differences(float64, variant):
     assert errors[worst] <= GRADCHECK_RTOL, f"{worst}: {errors[worst]:.3g}"
 
 
-def test_runs_on_the_strict_device_stand_in():
-    """No silent host conversion (CuPy would refuse one): the same bits as NumPy's."""
+@pytest.mark.parametrize("device", ["strict", pytest.param("cupy", marks=pytest.mark.gpu)])
+def test_runs_on_another_device(device):
+    """On the strict CuPy stand-in (no silent host conversion, as CuPy would refuse): NumPy's
+    bits; on CuPy: NumPy's results to the float32 tolerances."""
+    if device == "cupy":
+        import cupy  # type: ignore[import-not-found]
+
+        to_device = cupy.asarray
+    else:
+        to_device = strict_mod.asarray
     nanotf.manual_seed(0)
-    model = Transformer(**BASE, dropout=0.0, norm_first=True)
+    model = Transformer(**BASE, dropout=0.0, norm_first=True, tie_output=True)
     src, tgt_in, _ = batch(BASE)
     dlogits = np.random.default_rng(0).standard_normal((*tgt_in.shape, 13)).astype(np.float32)
-    want = model.forward_unpadded(src, tgt_in)
-    model.backward(dlogits)
-    grads = {n: p.grad.copy() for n, p in model.named_parameters()}
-    for p in model.parameters():
-        p.data, p.grad = strict_mod.asarray(p.data), strict_mod.asarray(np.zeros_like(p.grad))
-    got = model.forward_unpadded(strict_mod.asarray(src), strict_mod.asarray(tgt_in))
-    model.backward(strict_mod.asarray(dlogits))
-    np.testing.assert_array_equal(nanotf.to_numpy(got), want)
-    for n, p in model.named_parameters():
-        np.testing.assert_array_equal(nanotf.to_numpy(p.grad), grads[n], err_msg=n)
-
-
-@pytest.mark.gpu
-def test_runs_on_cupy():
-    import cupy  # type: ignore[import-not-found]
-
-    nanotf.manual_seed(0)
-    model = Transformer(**BASE, dropout=0.0, tie_output=True)
-    src, tgt_in, _ = batch(BASE)
-    dlogits = np.random.default_rng(0).standard_normal((*tgt_in.shape, 13)).astype(np.float32)
-    want = model.forward_unpadded(src, tgt_in)
-    model.backward(dlogits)
-    grads = {n: p.grad.copy() for n, p in model.named_parameters()}
-    for p in model.parameters():  # the tied Parameter is moved once, and stays tied
-        p.data, p.grad = cupy.asarray(p.data), cupy.zeros_like(cupy.asarray(p.grad))
-    got = model.forward_unpadded(cupy.asarray(src), cupy.asarray(tgt_in))
-    model.backward(cupy.asarray(dlogits))
-    assert rel_error(got, want) <= OUT_RTOL[np.dtype(np.float32)]
-    for n, p in model.named_parameters():
-        err = rel_error(p.grad, grads[n], grad_floor(n, list(grads.values())))
-        assert err <= GRAD_RTOL[np.dtype(np.float32)], n
+    want_logits, want_grads = run_on(model, np.asarray, src, tgt_in, dlogits, UNPADDED)
+    got_logits, got_grads = run_on(model, to_device, src, tgt_in, dlogits, UNPADDED)
+    f32 = np.dtype(np.float32)
+    exact = device == "strict"
+    assert rel_error(got_logits, want_logits) <= (0.0 if exact else OUT_RTOL[f32])
+    for name, g in want_grads.items():
+        err = rel_error(got_grads[name], g, grad_floor(name, list(want_grads.values())))
+        assert err <= (0.0 if exact else GRAD_RTOL[f32]), name
 
 
 def test_the_attention_maps_and_the_memory_rows_are_saved():

@@ -390,8 +390,9 @@ class Transformer(Module):
         masks keep the padding out. So padding costs attention alone, and a batch whose real
         tokens fill a fraction f of it costs about f of ``forward``'s matrix products. Without
         dropout the two agree to round-off; with dropout each draws its own masks (here on the
-        N rows, there on all B·T positions), so seeded runs of the two differ. The memory saved
-        for inspection (``saved["memory"]``) is the source's rows (Ns, C).
+        N rows, there on all B·T positions), so seeded runs of the two differ. What the layers
+        save for inspection is rows too (the memory (Ns, C), a feed-forward's pre-activation
+        (N, d_ff), ...), except attention's scores and probabilities, (B, H, T, S) as always.
         """
         src_mask, tgt_mask = self._check_pair(src, tgt_in, src_mask, tgt_mask)
         src_packing, tgt_packing = token_packing(src_mask), token_packing(tgt_mask)

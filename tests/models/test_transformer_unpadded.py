@@ -105,13 +105,15 @@ def test_stacks_of_any_depth(float64, n_layers):
 
 
 def test_masks_with_holes_and_an_empty_source(float64):
-    """Given masks, real tokens anywhere (not only a prefix), a source row all padding."""
+    """Given masks, real tokens anywhere (not only a prefix), a source row and a target row all
+    padding."""
     model = Transformer(**BASE, dropout=0.0)
     src, tgt_in, tgt_out = batch(BASE)
     src_mask, tgt_mask = src != PAD, tgt_in != PAD
     src_mask[0, 2] = False
     src_mask[2] = False  # this row's cross-attention reads no key: zeros, as in forward
     tgt_mask[0, 1] = False
+    tgt_mask[1] = False  # a target row all padding: no rows at all for it
     want = model.forward(src, tgt_in, src_mask, tgt_mask)
     got = model.forward_unpadded(src, tgt_in, src_mask, tgt_mask)
     assert rel_error(got[tgt_mask], want[tgt_mask]) <= RTOL_SELF[np.dtype(np.float64)]

@@ -372,7 +372,7 @@ class Transformer(Module):
         src: (B, S) and tgt_in: (B, T) integer ids; masks (B, S) / (B, T) True for real tokens,
         by default ``ids != pad_id``.
         """
-        src_mask, tgt_mask = self._check_pair(src, tgt_in, src_mask, tgt_mask)
+        src_mask = self._check_pair(src, tgt_in, src_mask)
         memory = self.encode(src, src_mask)  # (B, S, C)
         return self.decode(tgt_in, memory, src_mask, tgt_mask)  # (B, T, V)
 
@@ -394,7 +394,8 @@ class Transformer(Module):
         save for inspection is rows too (the memory (Ns, C), a feed-forward's pre-activation
         (N, d_ff), ...), except attention's scores and probabilities, (B, H, T, S) as always.
         """
-        src_mask, tgt_mask = self._check_pair(src, tgt_in, src_mask, tgt_mask)
+        src_mask = self._check_pair(src, tgt_in, src_mask)
+        tgt_mask = self._mask("tgt_mask", tgt_mask, tgt_in.shape, tgt_in)
         src_packing, tgt_packing = token_packing(src_mask), token_packing(tgt_mask)
         x, self._src_cache = self._embed(self.src_embed, src, self.src_dropout, src_packing)
         memory = self.encoder.forward(x, None, src_packing)  # (Ns, C)
@@ -405,10 +406,9 @@ class Transformer(Module):
         self._logits_shape, self._logits_packing = tuple(logits.shape), tgt_packing
         return logits
 
-    def _check_pair(
-        self, src: Any, tgt_in: Any, src_mask: Any, tgt_mask: Any
-    ) -> tuple[Any, Any]:
-        """The checks of a source and target pair; the masks, checked, or made from the ids."""
+    def _check_pair(self, src: Any, tgt_in: Any, src_mask: Any) -> Any:
+        """The checks of a source and target pair; the source mask, checked, or made from the
+        ids (the target's is ``decode``'s to check)."""
         self._check_ids("source", src, self.src_vocab_size)
         self._check_ids("target", tgt_in, self.tgt_vocab_size)
         if src.shape[0] != tgt_in.shape[0]:
@@ -417,8 +417,7 @@ class Transformer(Module):
                 f"the same number of sequences, got src {tuple(src.shape)} and tgt_in "
                 f"{tuple(tgt_in.shape)}"
             )
-        src_mask = self._mask("src_mask", src_mask, src.shape, src)
-        return src_mask, self._mask("tgt_mask", tgt_mask, tgt_in.shape, tgt_in)
+        return self._mask("src_mask", src_mask, src.shape, src)
 
     # -- backward -------------------------------------------------------------------------
     def backward(self, dlogits: Any) -> None:

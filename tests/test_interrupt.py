@@ -99,7 +99,9 @@ def _clipping(t: Trainer, mp: pytest.MonkeyPatch) -> None:
 
 
 def _optimizer_between_parameters(t: Trainer, mp: pytest.MonkeyPatch) -> None:
-    # Optimizer.step updates one parameter per _update call: interrupt after the 4th of 14
+    # Optimizer.step updates one parameter per _update call (where the fused update of all of
+    # them at once is left out, as here): interrupt after the 4th of 14
+    mp.setattr(t.optimizer, "_update_all", lambda: False)
     update = t.optimizer._update
     calls = {"n": 0}
 
@@ -240,6 +242,7 @@ def _interrupt_adam_at(monkeypatch: pytest.MonkeyPatch, update_number: int) -> N
             sigint()
 
     monkeypatch.setattr(nanotf.optim.Adam, "_update", hooked)
+    monkeypatch.setattr(nanotf.optim.Adam, "_update_all", lambda self: False)  # one by one
 
 
 def test_cli_interrupt_saves_the_completed_step_and_resumes_exactly(

@@ -70,7 +70,8 @@ class Optimizer:
 
     A subclass names its hyperparameters (``_hyper_names``), checks them (``_check_hyper``), says
     which state arrays it keeps (``_buffer_names``) and writes the update of one parameter
-    (``_update``).
+    (``_update``); it may also update all of them at once through a fused kernel
+    (``_update_all``).
     """
 
     _hyper_names: tuple[str, ...] = ("lr",)
@@ -85,6 +86,8 @@ class Optimizer:
         self._allocate_state()
         self._layout = [(p.data.shape, p.data.dtype) for p in self.params]
         self._scratch = self._make_scratch(2)
+        #: what a fused kernel keeps from step to step (``adam_update_many``: its typed lists)
+        self._fused_cache: dict[str, Any] = {}
 
     # -- hyperparameters --------------------------------------------------------------------------
     @property
@@ -155,11 +158,18 @@ class Optimizer:
                     "resizing or casting the model"
                 )
         self.step_count += 1
+        if self._update_all():
+            return
         for i, p in enumerate(self.params):
             self._update(i, p)
 
     def _update(self, i: int, p: Parameter) -> None:
         raise NotImplementedError
+
+    def _update_all(self) -> bool:
+        """Update every parameter at once where a fused kernel can (``Adam``'s does), and say
+        so; False (the default) leaves it to ``_update``, one parameter at a time."""
+        return False
 
     # -- checkpoints ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -232,7 +232,8 @@ def test_cupy_kernels_register_lazily_without_importing_cupy(registry):
 
 # ops with a Numba kernel only: on CuPy they run their reference op
 NO_CUPY_KERNEL = {"bias_gelu_inference", "dropout_forward", "dropout_forward_counter",
-                  "dropout_forward_pcg64", "cross_entropy_forward", "cross_entropy_backward"}
+                  "dropout_forward_pcg64", "cross_entropy_forward", "cross_entropy_backward",
+                  "adam_update_many"}
 
 
 def test_every_op_has_a_cupy_kernel():
@@ -385,6 +386,8 @@ def test_fake_adam_kernel(registry, opt, kwargs, want):
     p = Parameter(S(rand((3, 4), np.float32)))
     p.grad[...] = S(rand((3, 4), np.float32, seed=1))
     optimizer = opt([p], **kwargs)
+    fused.kernel_for("adam_update", p.data)  # registers the stand-in's kernels, if not yet
+    registry.pop(("adam_update_many", "strict"), None)  # the kernel of one parameter, alone
     spy = fake(registry, "adam_update")
     before = p.data.get().copy()
     for _ in range(2):
@@ -407,6 +410,31 @@ def test_fake_adam_kernel(registry, opt, kwargs, want):
     with reference_only():
         optimizer.step()
     assert len(spy.calls) == 2 and not np.array_equal(p.data.get(), before)
+
+
+def test_fake_adam_many_kernel(registry):
+    """Where ``adam_update_many`` has a kernel, one call a step gets every parameter's θ, g, m, v
+    in order, the constants ``adam_update`` gets and the optimizer's cache, the same dict at
+    every step; ``adam_update`` is not called. A strided parameter sends every parameter back to
+    ``adam_update``, one by one."""
+    params = [Parameter(S(rand(s, np.float32, seed=i))) for i, s in enumerate([(3, 4), (5,)])]
+    optimizer = AdamW(params, lr=0.01, weight_decay=0.2)
+    many, one = fake(registry, "adam_update_many"), fake(registry, "adam_update")
+    for _ in range(2):
+        optimizer.step()
+    assert len(many.calls) == 2 and one.calls == []
+    (thetas, grads, ms, vs), kw = many.calls[-1]
+    assert all(a is p.data for a, p in zip(thetas, params, strict=True))
+    assert all(a is p.grad for a, p in zip(grads, params, strict=True))
+    assert all(a is b for a, b in zip(ms, optimizer.state["exp_avg"], strict=True))
+    assert all(a is b for a, b in zip(vs, optimizer.state["exp_avg_sq"], strict=True))
+    assert kw.pop("cache") is many.calls[0][1]["cache"] is optimizer._fused_cache
+    assert kw == optimizer._kernel_constants(np.dtype(np.float32))
+    assert kw["decay"] == 1.0 - 0.01 * 0.2 and kw["step_size"] == 0.01 / (1.0 - 0.9**2)
+    strided = Parameter(S(rand((4, 6), np.float32))[:, ::2])
+    optimizer = AdamW([*params, strided], lr=0.01)
+    optimizer.step()
+    assert len(many.calls) == 2 and len(one.calls) == 3
 
 
 def test_cpu_runs_agree_with_the_switch_on_and_off():
@@ -950,6 +978,7 @@ def test_the_kernels_run(kernel_backend, monkeypatch):
     monkeypatch.setattr(fused, "_LAZY", dict(fused._LAZY))
     for op in cupy_kernels.KERNELS:
         fused.register(op, module, counted(op, fused._KERNELS[(op, module)]))
+    fused._KERNELS.pop(("adam_update_many", module), None)  # Adam: the kernel of one parameter
     a = bk.asarray
     x, gamma, beta, dout = (a(t) for t in test_layernorm.data((3, 8), np.float32))
 

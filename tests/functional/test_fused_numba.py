@@ -380,8 +380,13 @@ ADAM_CASES = [(Adam, dict()), (Adam, dict(lr=0.01, weight_decay=0.1)),
 ADAM_IDS = ["adam", "adam-weight-decay", "adam-beta1-below-half", "adamw", "adamw-varied"]
 
 
-def run_adam(bk: Backend, opt, kwargs, init, grads):
+def run_adam(bk: Backend, opt, kwargs, init, grads, strided=False):
+    """Five steps from ``init`` with ``grads``; ``strided``: the first parameter a strided view
+    (so every parameter goes through ``adam_update``, one by one, not ``adam_update_many``)."""
     params = [Parameter(bk.asarray(a)) for a in init]
+    if strided:
+        wide = bk.asarray(np.repeat(init[0][..., None], 2, axis=-1))  # (..., 2)
+        params[0] = Parameter(wide[..., 0])
     optimizer = opt(params, **kwargs)
     for step in grads:
         for p, g in zip(params, step, strict=True):
@@ -410,6 +415,62 @@ def test_adam_matches_reference(dtype, opt, kwargs):
         assert a.dtype == b.dtype == np.dtype(dtype) and a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=rtol, atol=atol * terms_size(b),
                                    err_msg=f"params[{i // 3}] {('θ', 'm', 'v')[i % 3]}")
+
+
+@pytest.mark.parametrize(("opt", "kwargs"), ADAM_CASES, ids=ADAM_IDS)
+def test_adam_many_equals_the_kernel_parameter_by_parameter(dtype, opt, kwargs, monkeypatch):
+    """All parameters in one ``adam_update_many`` call give ``adam_update``'s bits, one
+    parameter at a time (its own test compares that with the reference); a strided parameter
+    sends them all to ``adam_update``, with the same result."""
+    init, grads = adam_data(dtype)
+    calls = []
+    many = fused._KERNELS[("adam_update_many", "numpy")]
+    monkeypatch.setitem(fused._KERNELS, ("adam_update_many", "numpy"),
+                        lambda *a, **kw: calls.append(1) or many(*a, **kw))
+    got = run_adam(NUMPY, opt, kwargs, init, grads)
+    assert len(calls) == len(grads)
+    strided = run_adam(NUMPY, opt, kwargs, init, grads, strided=True)
+    assert len(calls) == len(grads)  # not called when a parameter is strided
+    monkeypatch.delitem(fused._KERNELS, ("adam_update_many", "numpy"))
+    assert_bitwise(got, run_adam(NUMPY, opt, kwargs, init, grads))
+    assert_bitwise(strided, got)
+
+
+def test_adam_many_builds_its_lists_again_for_new_arrays(dtype):
+    """The typed lists are kept between steps and built again when an array is another object:
+    a state loaded from a checkpoint, a parameter given new data. Each step then equals the
+    step of a fresh optimizer that never kept lists (compared bit for bit)."""
+    init, grads = adam_data(dtype)
+    kw = dict(lr=0.01, weight_decay=0.1)
+
+    def run(replace_between: bool):
+        params = [Parameter(a.copy()) for a in init]
+        opt = AdamW(params, **kw)
+        lists = []
+        for i, step in enumerate(grads):
+            for p, g in zip(params, step, strict=True):
+                p.grad[...] = g
+            if replace_between and i == 2:
+                opt.load_state_dict(opt.state_dict())  # new m, v arrays, the same values
+                params[1].data = params[1].data.copy()
+                params[3].grad = params[3].grad.copy()
+            opt.step()
+            lists.append(opt._fused_cache.get("lists"))
+        return [x for p in params for x in (p.data, p.grad)], opt, lists
+
+    want, _, kept = run(False)
+    got, opt, rebuilt = run(True)
+    assert_bitwise(got, want)
+    assert all(a is kept[0] for a in kept)  # built once
+    assert rebuilt[1] is rebuilt[0] and rebuilt[2] is not rebuilt[1] and rebuilt[3] is rebuilt[2]
+    assert opt._fused_cache["arrays"][0][1] is opt.params[1].data
+    with pytest.raises(ValueError, match=r"as many \(at least one\) parameters, .* got 2, 1"):
+        numba_kernels.adam_update_many([init[0]] * 2, [init[0]], [init[0]] * 2, [init[0]] * 2,
+                                       cache={}, **opt._kernel_constants(np.dtype(dtype)))
+    view = np.zeros((6, 8), dtype)[:, ::2]
+    with pytest.raises(ValueError, match=r"C-contiguous arrays, got a strided v of parameter 0"):
+        numba_kernels.adam_update_many([view.copy()], [view.copy()], [view.copy()], [view],
+                                       cache={}, **opt._kernel_constants(np.dtype(dtype)))
 
 
 def test_adam_kernel_updates_non_contiguous_arrays_in_place(dtype):
@@ -464,7 +525,8 @@ def run_everything(bk: Backend, dtype=np.float32):
                                            label_smoothing=0.1)
     out += list(bk.host(loss, ce_cache.probs, cross_entropy_backward(1.0, ce_cache)))
     init, grads = adam_data(dtype, shapes=((3000,), (64, 33)))
-    out += run_adam(bk, AdamW, dict(lr=0.01), init, grads)
+    out += run_adam(bk, AdamW, dict(lr=0.01), init, grads)  # adam_update_many
+    out += run_adam(bk, AdamW, dict(lr=0.01), init, grads, strided=True)  # adam_update
     return out
 
 

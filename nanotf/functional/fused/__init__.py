@@ -40,6 +40,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
+
 from ._threads import THREADS_ENV_VAR, kernel_threads, set_kernel_threads
 
 __all__ = [
@@ -82,6 +84,11 @@ OPS: dict[str, str] = {
     "adam_update": (
         "(theta, g, m, v, *, l2, decay, w, beta2, step_size, bias_correction2_sqrt, eps) -> None:"
         " theta, m, v updated in place"
+    ),
+    "adam_update_many": (
+        "(thetas, grads, ms, vs, *, cache, l2, decay, ...) -> None: adam_update on each"
+        " parameter (lists of C-contiguous arrays of one dtype), in one call; cache a dict the"
+        " caller keeps from call to call"
     ),
     "cross_entropy_forward": (
         "(logits, targets, valid, label_smoothing) -> (per_row, probs, targets_safe): (N,),"
@@ -167,6 +174,8 @@ def register(op: str, module: str, kernel: Callable[..., Any]) -> None:
 def array_module_name(a: Any) -> str:
     """The name of ``a``'s array module, from its type alone (CuPy is never imported here):
     ``"numpy"``, ``"cupy"``, or the stand-in's ``"strict"``."""
+    if type(a) is np.ndarray:  # the common case, answered without a lookup
+        return "numpy"
     ns = getattr(type(a), "__array_namespace_nanotf__", None)
     if ns is not None:
         return ns().__name__

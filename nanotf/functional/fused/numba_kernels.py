@@ -53,6 +53,7 @@ from typing import Any
 
 import numba
 import numpy as np
+from numba.typed import List as TypedList
 
 from ...special import _F32, _F64
 from ...testing.strict import DeviceConversionError, StrictArray
@@ -65,6 +66,7 @@ from .numba_bias_relu import BIAS_RELU_KERNELS
 from .numba_dropout import DROPOUT_KERNELS
 from .numba_loops import (
     _adam,
+    _adam_many,
     _bias_gelu_erf,
     _bias_gelu_erf_out,
     _bias_gelu_tanh,
@@ -211,6 +213,16 @@ def softmax_backward(dout: Any, y: Any) -> Any:
     return dx.reshape(shape)
 
 
+def _adam_constants(dt: np.dtype, l2: float, decay: float | None, w: float, beta2: float,
+                    step_size: float, bias_correction2_sqrt: float, eps: float) -> tuple:
+    """The arguments of ``_adam`` after the four arrays: the weight-decay mode (0 none, 1 L2,
+    2 decoupled) and the constants of the update, as scalars of ``dt``."""
+    k = dt.type
+    mode = 2 if decay is not None else (1 if l2 != 0 else 0)
+    return (mode, k(l2), k(1.0 if decay is None else decay), w < 0.5, k(w), k(1.0 - w), k(beta2),
+            k(1.0 - beta2), k(-step_size), k(bias_correction2_sqrt), k(eps))
+
+
 def adam_update(
     theta: Any,
     g: Any,
@@ -227,16 +239,65 @@ def adam_update(
 ) -> None:
     """θ, m, v of one parameter updated in place, as ``cupy_kernels.adam_update`` (the same
     arguments). Arrays that are not C-contiguous are updated on contiguous copies, written back."""
-    k = _dtype(theta, g, m, v).type
-    mode = 2 if decay is not None else (1 if l2 != 0 else 0)
+    dt = _dtype(theta, g, m, v)
     state = (theta, m, v)
     work = [_flat(a) for a in state]  # views of contiguous arrays, copies of others
-    _adam(work[0], _flat(g), work[1], work[2], mode, k(l2), k(1.0 if decay is None else decay),
-          w < 0.5, k(w), k(1.0 - w), k(beta2), k(1.0 - beta2), k(-step_size),
-          k(bias_correction2_sqrt), k(eps))
+    _adam(work[0], _flat(g), work[1], work[2],
+          *_adam_constants(dt, l2, decay, w, beta2, step_size, bias_correction2_sqrt, eps))
     for a, flat in zip(state, work, strict=True):
         if not a.flags.c_contiguous:
             a[...] = flat.reshape(a.shape)
+
+
+def adam_update_many(
+    thetas: list[Any],
+    grads: list[Any],
+    ms: list[Any],
+    vs: list[Any],
+    *,
+    cache: dict[str, Any],
+    l2: float,
+    decay: float | None,
+    w: float,
+    beta2: float,
+    step_size: float,
+    bias_correction2_sqrt: float,
+    eps: float,
+) -> None:
+    """``adam_update`` on every parameter, in one call of the loop instead of one call each:
+    ``thetas[j]``, ``grads[j]``, ``ms[j]``, ``vs[j]`` are parameter j's θ, g, m, v, all
+    C-contiguous and of one dtype (else ``ValueError`` / ``TypeError``; the optimizer sends
+    others to ``adam_update``), updated in place with the same arithmetic, so the same bits.
+
+    The loop takes Numba typed lists of the flat arrays, which take about 2 µs an array to
+    build: they are built once and kept in ``cache`` (a dict the caller keeps from step to step)
+    with the arrays they were built from, and built again when any array is not the same object.
+    """
+    groups = (thetas, grads, ms, vs)
+    kept = cache.get("arrays")
+    if (kept is None or [len(g) for g in groups] != [len(k) for k in kept]
+            or any(a is not b for g, k in zip(groups, kept, strict=True)
+                   for a, b in zip(g, k, strict=True))):
+        if not (len(thetas) == len(grads) == len(ms) == len(vs)) or not thetas:
+            raise ValueError(
+                "fused Numba adam_update_many needs as many (at least one) parameters, "
+                f"gradients, first and second moments, got {len(thetas)}, {len(grads)}, "
+                f"{len(ms)} and {len(vs)}"
+            )
+        _dtype(*thetas, *grads, *ms, *vs)
+        for name, group in zip(("theta", "grad", "m", "v"), groups, strict=True):
+            for j, a in enumerate(group):
+                if not a.flags.c_contiguous:
+                    raise ValueError(
+                        f"fused Numba adam_update_many needs C-contiguous arrays, got a strided "
+                        f"{name} of parameter {j}, shape {tuple(a.shape)}: update it with "
+                        "adam_update"
+                    )
+        cache["arrays"] = tuple(tuple(g) for g in groups)
+        cache["lists"] = tuple(TypedList([a.reshape(-1) for a in g]) for g in groups)
+    dt = thetas[0].dtype
+    _adam_many(*cache["lists"],
+               *_adam_constants(dt, l2, decay, w, beta2, step_size, bias_correction2_sqrt, eps))
 
 
 @functools.cache
@@ -286,6 +347,7 @@ _KERNELS: dict[str, Callable[..., Any]] = {
     "softmax_backward": softmax_backward,
     "masked_softmax_forward": masked_softmax_forward,
     "adam_update": adam_update,
+    "adam_update_many": adam_update_many,
     **BIAS_RELU_KERNELS,
     **DROPOUT_KERNELS,
     **LOSS_KERNELS,
@@ -301,6 +363,8 @@ def _unwrap(a: Any) -> Any:
     as the stand-in refuses host arrays mixed with device arrays."""
     if isinstance(a, StrictArray):
         return a._a
+    if isinstance(a, list):  # adam_update_many's lists of arrays
+        return [_unwrap(x) for x in a]
     if isinstance(a, np.ndarray):
         raise DeviceConversionError(
             "a NumPy array was mixed with device arrays (CuPy refuses this): "

@@ -273,3 +273,13 @@ def _adam(theta, g, m, v, wd_mode, l2, decay, lerp_near, w, one_minus_w, beta2,
         step = mi * neg_step_size
         step = step / den
         theta[i] = th + step
+
+
+@numba.njit(cache=True)
+def _adam_many(thetas, gs, ms, vs, wd_mode, l2, decay, lerp_near, w, one_minus_w, beta2,
+               one_minus_beta2, neg_step_size, bc2_sqrt, eps):  # pragma: no cover - compiled
+    # _adam on each parameter in turn, in one call: thetas, gs, ms, vs typed lists of flat
+    # arrays, element j of each the same parameter's
+    for j in range(len(thetas)):
+        _adam(thetas[j], gs[j], ms[j], vs[j], wd_mode, l2, decay, lerp_near, w, one_minus_w,
+              beta2, one_minus_beta2, neg_step_size, bc2_sqrt, eps)

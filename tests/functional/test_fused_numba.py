@@ -423,14 +423,14 @@ def test_adam_many_equals_the_kernel_parameter_by_parameter(dtype, opt, kwargs, 
     parameter at a time (its own test compares that with the reference); a strided parameter
     sends them all to ``adam_update``, with the same result."""
     init, grads = adam_data(dtype)
-    calls = []
+    done = []  # what each call of the kernel answered
     many = fused._KERNELS[("adam_update_many", "numpy")]
     monkeypatch.setitem(fused._KERNELS, ("adam_update_many", "numpy"),
-                        lambda *a, **kw: calls.append(1) or many(*a, **kw))
+                        lambda *a, **kw: done.append(many(*a, **kw)) or done[-1])
     got = run_adam(NUMPY, opt, kwargs, init, grads)
-    assert len(calls) == len(grads)
+    assert done == [True] * len(grads)
     strided = run_adam(NUMPY, opt, kwargs, init, grads, strided=True)
-    assert len(calls) == len(grads)  # not called when a parameter is strided
+    assert done == [True] * len(grads) + [False] * len(grads)  # nothing done: one by one
     monkeypatch.delitem(fused._KERNELS, ("adam_update_many", "numpy"))
     assert_bitwise(got, run_adam(NUMPY, opt, kwargs, init, grads))
     assert_bitwise(strided, got)
@@ -463,14 +463,33 @@ def test_adam_many_builds_its_lists_again_for_new_arrays(dtype):
     assert_bitwise(got, want)
     assert all(a is kept[0] for a in kept)  # built once
     assert rebuilt[1] is rebuilt[0] and rebuilt[2] is not rebuilt[1] and rebuilt[3] is rebuilt[2]
-    assert opt._fused_cache["arrays"][0][1] is opt.params[1].data
+    assert opt._fused_cache["arrays"][1] is opt.params[1].data
+    constants = opt._kernel_constants(np.dtype(dtype))
     with pytest.raises(ValueError, match=r"as many \(at least one\) parameters, .* got 2, 1"):
         numba_kernels.adam_update_many([init[0]] * 2, [init[0]], [init[0]] * 2, [init[0]] * 2,
-                                       cache={}, **opt._kernel_constants(np.dtype(dtype)))
-    view = np.zeros((6, 8), dtype)[:, ::2]
-    with pytest.raises(ValueError, match=r"C-contiguous arrays, got a strided v of parameter 0"):
-        numba_kernels.adam_update_many([view.copy()], [view.copy()], [view.copy()], [view],
-                                       cache={}, **opt._kernel_constants(np.dtype(dtype)))
+                                       cache={}, **constants)
+
+
+@pytest.mark.parametrize("unfit", ["strided v", "another dtype", "integers"])
+def test_adam_many_does_nothing_where_the_arrays_do_not_suit_it(dtype, unfit):
+    """A strided array, two dtypes, integers: False, and every array as it was (the optimizer
+    then updates parameter by parameter); the verdict is kept for the same arrays."""
+    rng = np.random.default_rng(4)
+    arrays = [[rng.standard_normal((6, 4)).astype(dtype) for _ in range(2)] for _ in range(4)]
+    if unfit == "strided v":
+        arrays[3][1] = np.zeros((6, 8), dtype)[:, ::2]
+    elif unfit == "another dtype":
+        arrays[1][0] = arrays[1][0].astype(np.float32 if dtype == np.float64 else np.float64)
+    else:
+        arrays = [[a.astype(np.int64) for a in group] for group in arrays]
+    before = [a.copy() for group in arrays for a in group]
+    cache: dict = {}
+    kw = dict(l2=0.0, decay=None, w=0.1, beta2=0.999, step_size=0.01,
+              bias_correction2_sqrt=0.05, eps=1e-8)
+    for _ in range(2):
+        assert numba_kernels.adam_update_many(*arrays, cache=cache, **kw) is False
+        assert cache["lists"] is None
+    assert_bitwise([a for group in arrays for a in group], before)
 
 
 def test_adam_kernel_updates_non_contiguous_arrays_in_place(dtype):

@@ -86,9 +86,9 @@ OPS: dict[str, str] = {
         " theta, m, v updated in place"
     ),
     "adam_update_many": (
-        "(thetas, grads, ms, vs, *, cache, l2, decay, ...) -> None: adam_update on each"
-        " parameter (lists of C-contiguous arrays of one dtype), in one call; cache a dict the"
-        " caller keeps from call to call"
+        "(thetas, grads, ms, vs, *, cache, l2, decay, ...) -> bool: adam_update on each"
+        " parameter (lists of arrays), in one call; False, nothing done, where the arrays do not"
+        " suit it; cache a dict the caller keeps from call to call"
     ),
     "cross_entropy_forward": (
         "(logits, targets, valid, label_smoothing) -> (per_row, probs, targets_safe): (N,),"

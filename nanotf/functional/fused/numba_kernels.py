@@ -47,6 +47,7 @@ loops inline (row sums, ``exp``, ``tanh``, ``erf``).
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -263,41 +264,48 @@ def adam_update_many(
     step_size: float,
     bias_correction2_sqrt: float,
     eps: float,
-) -> None:
+) -> bool:
     """``adam_update`` on every parameter, in one call of the loop instead of one call each:
-    ``thetas[j]``, ``grads[j]``, ``ms[j]``, ``vs[j]`` are parameter j's θ, g, m, v, all
-    C-contiguous and of one dtype (else ``ValueError`` / ``TypeError``; the optimizer sends
-    others to ``adam_update``), updated in place with the same arithmetic, so the same bits.
+    ``thetas[j]``, ``grads[j]``, ``ms[j]``, ``vs[j]`` are parameter j's θ, g, m, v, updated in
+    place with the same arithmetic, so the same bits. True when done; False, with nothing done,
+    unless all are C-contiguous NumPy arrays of one dtype, float32 or float64 (the optimizer
+    then sends each parameter to ``adam_update``).
 
     The loop takes Numba typed lists of the flat arrays, which take about 2 µs an array to
-    build: they are built once and kept in ``cache`` (a dict the caller keeps from step to step)
-    with the arrays they were built from, and built again when any array is not the same object.
+    build (and, the first time in a process, a few tenths of a second to compile): they are
+    built once and kept in ``cache`` (a dict the caller keeps from step to step) with the arrays
+    they were built from, and built again when any array is another object. The kept arrays
+    keep their ids from being reused, so comparing ids is comparing the arrays.
     """
     groups = (thetas, grads, ms, vs)
-    kept = cache.get("arrays")
-    if (kept is None or [len(g) for g in groups] != [len(k) for k in kept]
-            or any(a is not b for g, k in zip(groups, kept, strict=True)
-                   for a, b in zip(g, k, strict=True))):
-        if not (len(thetas) == len(grads) == len(ms) == len(vs)) or not thetas:
-            raise ValueError(
-                "fused Numba adam_update_many needs as many (at least one) parameters, "
-                f"gradients, first and second moments, got {len(thetas)}, {len(grads)}, "
-                f"{len(ms)} and {len(vs)}"
-            )
-        _dtype(*thetas, *grads, *ms, *vs)
-        for name, group in zip(("theta", "grad", "m", "v"), groups, strict=True):
-            for j, a in enumerate(group):
-                if not a.flags.c_contiguous:
-                    raise ValueError(
-                        f"fused Numba adam_update_many needs C-contiguous arrays, got a strided "
-                        f"{name} of parameter {j}, shape {tuple(a.shape)}: update it with "
-                        "adam_update"
-                    )
-        cache["arrays"] = tuple(tuple(g) for g in groups)
-        cache["lists"] = tuple(TypedList([a.reshape(-1) for a in g]) for g in groups)
-    dt = thetas[0].dtype
-    _adam_many(*cache["lists"],
-               *_adam_constants(dt, l2, decay, w, beta2, step_size, bias_correction2_sqrt, eps))
+    if not (len(thetas) == len(grads) == len(ms) == len(vs)) or not thetas:
+        raise ValueError(
+            "fused Numba adam_update_many needs as many (at least one) parameters, gradients, "
+            f"first and second moments, got {len(thetas)}, {len(grads)}, {len(ms)} and {len(vs)}"
+        )
+    ids = tuple(map(id, itertools.chain(*groups)))
+    if cache.get("ids") != ids:
+        cache["arrays"], cache["ids"] = tuple(itertools.chain(*groups)), ids
+        cache["lists"] = _typed_lists(groups)
+    lists = cache["lists"]
+    if lists is None:
+        return False
+    _adam_many(*lists, *_adam_constants(thetas[0].dtype, l2, decay, w, beta2, step_size,
+                                        bias_correction2_sqrt, eps))
+    return True
+
+
+def _typed_lists(groups: tuple[list[Any], ...]) -> tuple[TypedList, ...] | None:
+    """One Numba typed list of flat views per group of arrays; None unless every array is a
+    C-contiguous NumPy array of the first one's dtype, float32 or float64."""
+    dt = groups[0][0].dtype
+    if dt.char not in ("f", "d"):
+        return None
+    for group in groups:
+        for a in group:
+            if type(a) is not np.ndarray or a.dtype != dt or not a.flags.c_contiguous:
+                return None
+    return tuple(TypedList([a.reshape(-1) for a in group]) for group in groups)
 
 
 @functools.cache

@@ -116,8 +116,8 @@ class Adam(Optimizer):
         """Every parameter in one call of the fused ``adam_update_many`` kernel, where there is
         one for their array module and all of θ, g, m, v suit it (C-contiguous, of one dtype:
         the usual case): the same update as ``_update``'s kernel, without a Python round trip
-        per parameter (88 small parameters: 0.5 ms a step instead of 1.8). False where it does
-        not run, and each parameter goes through ``_update``."""
+        per parameter (the tiny preset's 88 parameters: 0.5 ms a step instead of 1.9). False
+        where it does not run, and each parameter goes through ``_update``."""
         thetas = [p.data for p in self.params]
         kernel = fused.kernel_for("adam_update_many", thetas[0]) if thetas else None
         if kernel is None:
